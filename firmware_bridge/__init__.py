@@ -1,0 +1,1 @@
+"""edgesort firmware_bridge."""
