@@ -1,0 +1,112 @@
+"""Drawing the belt and procedural cucumbers, top-down at 1 px/mm (OpenCV, BGR).
+
+Belt coordinates: x along the travel direction (mm, downstream positive, 0 = the camera's optical axis),
+y across the belt (mm, 0 at the far edge). A frame covers x in [-W/2, W/2) and y in [0, H).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from device.grades import CucumberShape
+
+BELT_BGR = np.array([118, 112, 104], np.float32)
+SKIN_BGR = np.array([38, 104, 46], np.float32)
+DEFECT_BGR = np.array([40, 92, 150], np.float32)
+_SHIFT = 4  # fixed-point bits for sub-pixel polygon vertices (cv2 `shift`)
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where and how one item lies on the belt, and what its surface looks like from each view."""
+
+    x_mm: float
+    y_mm: float
+    angle_deg: float  # of the long axis from the across-belt direction
+    bend_sign: int  # which side the bend bulges to
+    skin_seed: int  # warts and colour variation
+    defect_views: tuple[tuple[int, ...], ...] = ()  # per defect: the views that see it
+
+
+def outline(shape: CucumberShape, p: Placement, n: int = 48) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre line (n, 2), left and right edges (n, 2) in belt mm, as (x, y) points."""
+    s = np.linspace(-0.5, 0.5, n)
+    t = np.deg2rad(p.angle_deg)
+    axis = np.array([np.sin(t), np.cos(t)])  # long axis, mostly across the belt (y)
+    normal = np.array([axis[1], -axis[0]])
+    offset = p.bend_sign * shape.bend_mm * (1.0 - (2 * s) ** 2) - p.bend_sign * shape.bend_mm * 0.5
+    centre = np.array([p.x_mm, p.y_mm]) + np.outer(s * shape.length_mm, axis) + np.outer(offset, normal)
+    taper = 1.0 + (shape.taper - 1.0) * (s + 0.5)
+    rounding = np.sqrt(np.clip(1.0 - np.abs(2 * s) ** 6, 0.0, 1.0))
+    radius = 0.5 * shape.thickness_mm * taper * np.maximum(rounding, 0.05)
+    # local normal of the bent centre line (derivative of the offset along s)
+    slope = p.bend_sign * shape.bend_mm * (-8 * s) / shape.length_mm
+    local_n = normal[None, :] - slope[:, None] * axis[None, :]
+    local_n /= np.linalg.norm(local_n, axis=1, keepdims=True)
+    left = centre + radius[:, None] * local_n
+    right = centre - radius[:, None] * local_n
+    return centre, left, right
+
+
+def _to_px(pts: np.ndarray, width: int) -> np.ndarray:
+    px = np.empty_like(pts)
+    px[:, 0] = pts[:, 0] + width / 2
+    px[:, 1] = pts[:, 1]
+    return np.round(px * (1 << _SHIFT)).astype(np.int32)
+
+
+def draw_cucumber(img: np.ndarray, shape: CucumberShape, p: Placement, view: int = 0, gain: float = 1.0) -> None:
+    """Draw one cucumber into `img` (BGR uint8, modified in place)."""
+    h, w = img.shape[:2]
+    rng = np.random.default_rng(p.skin_seed * 7 + view)
+    centre, left, right = outline(shape, p)
+    poly = np.concatenate([left, right[::-1]])
+    skin = np.clip(SKIN_BGR * rng.uniform(0.85, 1.15) * gain, 0, 255)
+    cv2.fillPoly(img, [_to_px(poly, w)], skin.tolist(), cv2.LINE_AA, _SHIFT)
+    # a lighter stripe where the light catches the skin
+    hl_l = centre + 0.35 * (left - centre) + 0.15 * (right - centre)
+    hl_r = centre + 0.05 * (left - centre)
+    hl = np.concatenate([hl_l[4:-4], hl_r[4:-4][::-1]])
+    cv2.fillPoly(img, [_to_px(hl, w)], np.clip(skin * 1.45, 0, 255).tolist(), cv2.LINE_AA, _SHIFT)
+    # warts: small dark dots along the body
+    for _ in range(int(shape.length_mm / 6)):
+        i = rng.integers(3, len(centre) - 3)
+        f = rng.uniform(-0.8, 0.8)
+        pt = centre[i] + f * (left[i] - centre[i] if f > 0 else centre[i] - right[i])
+        cv2.circle(img, tuple(_to_px(pt[None], w)[0]), int(1.2 * (1 << _SHIFT)),
+                   np.clip(skin * 0.6, 0, 255).tolist(), -1, cv2.LINE_AA, _SHIFT)
+    for k, views in enumerate(p.defect_views):
+        if view not in views:
+            continue
+        drng = np.random.default_rng(p.skin_seed * 31 + k)
+        i = int(drng.integers(6, len(centre) - 6))
+        pt = centre[i] + drng.uniform(-0.4, 0.4) * (left[i] - centre[i])
+        axes = (int(drng.uniform(5, 10) * (1 << _SHIFT)), int(drng.uniform(4, 8) * (1 << _SHIFT)))
+        colour = np.clip(DEFECT_BGR * drng.uniform(0.8, 1.2) * gain, 0, 255).tolist()
+        cv2.ellipse(img, tuple(_to_px(pt[None], w)[0]), axes, float(drng.uniform(0, 180)), 0, 360, colour, -1,
+                    cv2.LINE_AA, _SHIFT)
+    del h
+
+
+class BeltBackground:
+    """The empty belt with a fixed texture, and a bank of sensor-noise images to add per frame."""
+
+    def __init__(self, width: int, height: int, seed: int = 0, noise_sigma: float = 3.0) -> None:
+        rng = np.random.default_rng(seed)
+        texture = cv2.GaussianBlur(rng.normal(0, 6, (height, width)).astype(np.float32), (0, 0), 3)
+        self.base = np.clip(BELT_BGR[None, None, :] + texture[:, :, None], 0, 255).astype(np.float32)
+        # Drawing fresh Gaussian noise per frame costs more than the rest of the render: reuse a bank.
+        self.noise = [rng.normal(0, noise_sigma, (height, width, 3)).astype(np.float32) for _ in range(6)]
+        self.width, self.height = width, height
+
+    def frame(self, gain: float = 1.0) -> np.ndarray:
+        return np.clip(self.base * gain, 0, 255).astype(np.uint8)
+
+    def add_noise(self, img: np.ndarray, index: int) -> np.ndarray:
+        if not self.noise or not self.noise[0].any():
+            return img
+        n = self.noise[index % len(self.noise)]
+        return np.clip(img.astype(np.float32) + n, 0, 255).astype(np.uint8)

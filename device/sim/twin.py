@@ -1,0 +1,256 @@
+"""The digital twin of a grading line: belt, item spawner, gates that divert what they hit, bins that know.
+
+The encoder is owned by whoever drives the belt (the Python MCU simulator, the real firmware in simavr, or a
+FreeEncoder); every item position is derived from the encoder count, so the camera, the MCU and the gates
+agree on where things are without sharing a clock:
+
+    encoder count ──▶ item x (mm) = x_spawn + (count - spawn_count) / ticks_per_mm * slip
+          │                    │
+          ▼                    ▼
+    MCU fires gates ──▶ on_gate(gate, on/off, count) ──▶ items under the pusher go to that gate's bin
+    camera renders frames at capture time ──▶ Frame(image, capture_ts, meta: truth)
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+
+from device.grades import DEFAULT_BIN, GRADES, CucumberShape, sample_shape
+from device.sim.encoder import Encoder, FreeEncoder
+from device.sim.render import BeltBackground, Placement, draw_cucumber
+
+log = logging.getLogger(__name__)
+
+SPAWN_X_MM = -320.0  # items appear upstream of the frame's left edge
+TICK_S = 0.005  # world bookkeeping period (spawns, speed profile, end of belt)
+
+
+@dataclass
+class TwinParams:
+    """Everything that shapes the twin; also parsed from a `sim://?key=value&...` URI."""
+
+    belt_speed_mps: float = 0.5
+    rate: float = 2.0  # items per second at the nominal belt speed
+    seed: int = 0
+    fps: float = 30.0
+    width: int = 480
+    height: int = 320
+    ticks_per_mm: float = 2.0
+    noise: float = 3.0  # camera noise sigma (grey levels)
+    lighting: float = 1.0  # global light gain
+    flicker: float = 0.03  # frame-to-frame light variation (relative sigma)
+    gap_mm: float = 15.0  # smallest gap between neighbouring items (0 = touching)
+    slip: float = 0.0  # fraction of items that slip on the belt (they move 10-30% slower)
+    views: int = 1  # cameras per item (CUCUMBER-9 prototype 2 used 3)
+    pusher_mm: float = 40.0  # width of a gate's pusher along the belt
+    speed_profile: str = ""  # "t1:v1,t2:v2": belt speed (m/s) from t seconds after start; 0 stops the belt
+    stuck_gates: tuple[int, ...] = ()  # fault injection: these gates never move
+    grades: tuple[str, ...] = GRADES
+
+    @classmethod
+    def from_uri(cls, uri: str) -> TwinParams:
+        u = urlparse(uri)
+        if u.scheme != "sim":
+            raise ValueError(f"not a sim:// URI: {uri}")
+        q = {k: v[-1] for k, v in parse_qs(u.query).items()}
+        p = cls()
+        names = {f: type(getattr(p, f)) for f in p.__dataclass_fields__}
+        aliases = {"belt_speed": "belt_speed_mps", "speed": "belt_speed_mps"}
+        for key, raw in q.items():
+            name = aliases.get(key, key)
+            if name not in names:
+                raise ValueError(f"sim:// has no parameter '{key}' (known: {', '.join(sorted(names))})")
+            kind = names[name]
+            try:
+                if kind is tuple:
+                    value: object = tuple(
+                        (int(x) if name == "stuck_gates" else x) for x in raw.split(",") if x
+                    )
+                else:
+                    value = kind(raw)
+            except ValueError as exc:
+                raise ValueError(f"sim:// parameter {key}={raw!r}: {exc}") from exc
+            setattr(p, name, value)
+        return p
+
+    def speed_at(self, t: float) -> float:
+        v = self.belt_speed_mps
+        for part in filter(None, self.speed_profile.split(",")):
+            at, speed = part.split(":")
+            if t >= float(at):
+                v = float(speed)
+        return v
+
+
+@dataclass
+class Item:
+    id: int
+    grade: str
+    shape: CucumberShape
+    placement: Placement  # x_mm is the spawn position
+    spawn_count: int
+    slip: float = 1.0  # < 1 for an item that slips
+    bin: str | None = None
+    predicted: str | None = None
+    gates_fired: list[int] = field(default_factory=list)
+
+    def x_at(self, count: float, ticks_per_mm: float) -> float:
+        return self.placement.x_mm + (count - self.spawn_count) / ticks_per_mm * self.slip
+
+
+class Twin:
+    """The conveyor world. Thread-safe: the camera, the MCU simulator and the world thread all call in."""
+
+    def __init__(self, params: TwinParams, gates_mm: dict[int, float], encoder: Encoder | None = None) -> None:
+        self.p = params
+        self.gates_mm = dict(gates_mm)
+        self.end_mm = max(gates_mm.values(), default=0.0) + params.pusher_mm + 150.0
+        self.encoder: Encoder = encoder or FreeEncoder()
+        self.items: list[Item] = []
+        self.finished: list[Item] = []
+        self._rng = np.random.default_rng(params.seed)
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+        self._gate_on: dict[int, int] = {}
+        self._next_pitch = 0.0
+        self._spawning = True
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = time.monotonic()
+        self._current_speed = -1.0
+        self.background = BeltBackground(params.width, params.height, params.seed, params.noise)
+        self.frames_rendered = 0
+
+    # -- belt and spawner ---------------------------------------------------------------------------------
+    def attach_encoder(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._apply_speed()
+        self._thread = threading.Thread(target=self._run, name="twin-world", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=2)
+
+    def stop_spawning(self) -> None:
+        self._spawning = False
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._t0
+
+    def _apply_speed(self) -> None:
+        v = self.p.speed_at(self.elapsed())
+        if v != self._current_speed:
+            self._current_speed = v
+            self.encoder.set_speed(v * 1000.0 * self.p.ticks_per_mm)
+
+    def _run(self) -> None:
+        while not self._stop.wait(TICK_S):
+            self.step()
+
+    def step(self) -> None:
+        """One bookkeeping step: speed profile, spawning, items leaving the belt's end."""
+        self._apply_speed()
+        count = self.encoder.count()
+        with self._lock:
+            if self._spawning:
+                last = self.items[-1].x_at(count, self.p.ticks_per_mm) if self.items else None
+                if last is None or last - SPAWN_X_MM >= self._next_pitch:
+                    self._spawn(count)
+            for it in [i for i in self.items if i.x_at(count, self.p.ticks_per_mm) > self.end_mm]:
+                it.bin = DEFAULT_BIN
+                self._finish(it)
+
+    def _spawn(self, count: int) -> None:
+        r = self._rng
+        grade = str(r.choice(self.p.grades))
+        shape = sample_shape(grade, r)
+        views: list[tuple[int, ...]] = []
+        for _ in range(shape.defects):
+            if self.p.views <= 1:
+                views.append((0,))
+            else:  # a defect on one side of the fruit is seen by one or two of the cameras
+                k = int(r.integers(1, 3))
+                views.append(tuple(sorted(int(v) for v in r.choice(self.p.views, k, replace=False))))
+        placement = Placement(
+            x_mm=SPAWN_X_MM,
+            y_mm=float(self.p.height / 2 + r.normal(0, 12)),
+            angle_deg=float(r.uniform(-6, 6)),
+            bend_sign=int(r.choice([-1, 1])),
+            skin_seed=int(r.integers(1 << 30)),
+            defect_views=tuple(views),
+        )
+        slip = float(r.uniform(0.7, 0.9)) if r.random() < self.p.slip else 1.0
+        item = Item(next(self._ids), grade, shape, placement, count, slip)
+        self.items.append(item)
+        # pitch to the next item: the nominal spacing for the rate, never closer than the gap allows
+        nominal = self.p.belt_speed_mps * 1000.0 / self.p.rate
+        self._next_pitch = max(nominal * float(r.uniform(0.8, 1.2)), 40.0 + self.p.gap_mm)
+
+    def _finish(self, item: Item) -> None:
+        self.items.remove(item)
+        self.finished.append(item)
+
+    # -- gates ------------------------------------------------------------------------------------------
+    def on_gate(self, gate: int, energised: bool, count: int) -> None:
+        """Called by the MCU (simulator or firmware harness) on every gate output change."""
+        if gate in self.p.stuck_gates or gate not in self.gates_mm:
+            return
+        with self._lock:
+            if energised:
+                self._gate_on[gate] = count
+                return
+            start = self._gate_on.pop(gate, None)
+            if start is None:
+                return
+            g = self.gates_mm[gate]
+            half = self.p.pusher_mm / 2
+            for it in list(self.items):
+                a = it.x_at(start, self.p.ticks_per_mm)
+                b = it.x_at(count, self.p.ticks_per_mm)
+                if min(a, b) <= g + half and max(a, b) >= g - half:
+                    it.gates_fired.append(gate)
+                    it.bin = str(gate)
+                    self._finish(it)
+
+    # -- camera -----------------------------------------------------------------------------------------
+    def render(self, view: int = 0) -> tuple[np.ndarray, int, list[dict[str, object]]]:
+        """A frame of what the camera sees now: (BGR image, encoder count at exposure, truth)."""
+        count = self.encoder.count()
+        gain = self.p.lighting * (1.0 + self.p.flicker * float(self._rng.normal()))
+        img = self.background.frame(gain)
+        truth: list[dict[str, object]] = []
+        half_w = self.p.width / 2
+        with self._lock:
+            visible = [(it, it.x_at(count, self.p.ticks_per_mm)) for it in self.items]
+        for it, x in visible:
+            if -half_w - 200 < x < half_w + 200:
+                pl = it.placement
+                placed = Placement(x, pl.y_mm, pl.angle_deg, pl.bend_sign, pl.skin_seed, pl.defect_views)
+                draw_cucumber(img, it.shape, placed, view, gain)
+                truth.append({"id": it.id, "x_mm": x, "grade": it.grade})
+        self.frames_rendered += 1
+        return self.background.add_noise(img, self.frames_rendered), count, truth
+
+    def item_near(self, x_mm: float, count: int, tolerance_mm: float = 30.0) -> Item | None:
+        """The item on the belt whose centre is nearest `x_mm` at `count` (the twin's truth, for reports)."""
+        with self._lock:
+            best = min(self.items, key=lambda it: abs(it.x_at(count, self.p.ticks_per_mm) - x_mm), default=None)
+        if best is None or abs(best.x_at(count, self.p.ticks_per_mm) - x_mm) > tolerance_mm:
+            return None
+        return best
+
+    def on_belt(self) -> int:
+        with self._lock:
+            return len(self.items)
