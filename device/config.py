@@ -35,6 +35,7 @@ class CameraConfig(_Section):
     height: int = Field(720, ge=16, le=8192)
     fps: float = Field(30.0, gt=0, le=240)
     view: int = Field(0, ge=0, le=7, description="view index when several cameras see the same item")
+    mm_per_px: float = Field(1.0, gt=0, description="belt millimetres per image pixel (calibration)")
     stall_timeout_s: float = Field(2.0, gt=0, description="no new frame for this long = source stalled")
 
 

@@ -1,0 +1,40 @@
+"""One decision per item: aggregate a track's class probabilities, apply the confidence floor, pick a gate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from device.config import SortingConfig
+from device.sorting.tracking import Track
+
+UNCERTAIN = "uncertain"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    track_id: int
+    grade: str  # a label of the model, or "uncertain"
+    confidence: float
+    gate: int | None  # None = default bin
+    frames: int  # how many crops (frames x views) were averaged
+    probs: tuple[float, ...]
+
+
+def decide(track: Track, labels: tuple[str, ...], cfg: SortingConfig) -> Decision:
+    """Mean of the per-crop probabilities; below the floor, or never graded, the item is 'uncertain'.
+
+    Any doubt sends the item to the default bin (no ejection): a missed grade costs a re-sort, a wrong
+    bin costs a customer.
+    """
+    mean = track.mean_probs()
+    if mean is None:
+        return Decision(track.id, UNCERTAIN, 0.0, None, 0, ())
+    top = int(np.argmax(mean))
+    conf = float(mean[top])
+    probs = tuple(round(float(p), 4) for p in mean)
+    if conf < cfg.confidence_floor:
+        return Decision(track.id, UNCERTAIN, conf, None, track.prob_frames, probs)
+    grade = labels[top]
+    return Decision(track.id, grade, conf, cfg.grade_to_gate.get(grade), track.prob_frames, probs)

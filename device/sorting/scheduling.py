@@ -1,0 +1,113 @@
+"""Ejections scheduled on the belt encoder, and every one reconciled with the MCU's FIRED report.
+
+The host never times a gate. It computes the encoder count at which the item's centre reaches the gate
+(the item's belt coordinate plus the gate's distance), starts the pulse half a pulse earlier so the pusher is
+out while the item passes, and sends QUEUE_EJECT; the MCU fires at that count and reports FIRED with the
+count it actually fired at. A queued ejection with no FIRED report once the belt is past its target is
+a missed ejection, raised as an alarm.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from device.config import DeviceConfig
+
+log = logging.getLogger(__name__)
+
+MISSED_AFTER_MM = 60.0  # belt travel past the target with no FIRED report before an ejection counts as missed
+
+
+@dataclass
+class Pending:
+    item_id: int
+    gate: int
+    fire_at: int
+    queued_ts: float
+
+
+@dataclass
+class EjectionStats:
+    queued: int = 0
+    fired: int = 0
+    late: int = 0
+    full: int = 0
+    failed: int = 0  # the link gave up after its retries
+    missed: int = 0
+    fire_errors: list[int] = field(default_factory=list)  # actual - target counts
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "queued": self.queued, "fired": self.fired, "late": self.late, "full": self.full,
+            "failed": self.failed, "missed": self.missed,
+        }
+
+
+class EjectionScheduler:
+    def __init__(self, cfg: DeviceConfig, link, alarm: Callable[..., None] | None = None) -> None:  # type: ignore[no-untyped-def]
+        self.tpm = cfg.line.ticks_per_mm
+        self.gates = {g.id: g for g in cfg.line.gates}
+        self.link = link
+        self.alarm = alarm or (lambda kind, message, **kw: log.warning("%s: %s", kind, message))
+        self.stats = EjectionStats()
+        self.pending: dict[int, Pending] = {}
+        self._lock = threading.Lock()
+        link.add_fired_listener(self._on_fired)
+
+    def target_count(self, u_mm: float, gate: int, ticks_per_s: float) -> int:
+        """Encoder count at which to start the pulse so that it is centred on the item's passage."""
+        g = self.gates[gate]
+        centre = (g.distance_mm - u_mm) * self.tpm
+        half_pulse = max(ticks_per_s, 0.0) * g.pulse_ms / 2000.0
+        return round(centre - half_pulse)
+
+    def schedule(self, item_id: int, u_mm: float, gate: int, ticks_per_s: float) -> str:
+        """Queue one ejection; returns the MCU's answer ('queued', 'late', 'full') or 'failed'."""
+        from firmware_bridge.link import BridgeError  # light: pure Python, no hardware
+
+        fire_at = self.target_count(u_mm, gate, ticks_per_s)
+        try:
+            result = self.link.queue_eject(item_id, gate, fire_at, self.gates[gate].pulse_ms)
+        except BridgeError as exc:
+            self.stats.failed += 1
+            self.alarm("eject_failed", f"item {item_id}: QUEUE_EJECT to gate {gate} failed: {exc}", item=item_id)
+            return "failed"
+        answer = str(getattr(result, "name", result)).lower()
+        if answer == "queued":
+            with self._lock:
+                self.pending[item_id] = Pending(item_id, gate, fire_at, time.monotonic())
+            self.stats.queued += 1
+        elif answer == "late":
+            self.stats.late += 1
+            self.alarm("eject_late", f"item {item_id}: the MCU says gate {gate} at count {fire_at} is already past",
+                       item=item_id)
+        else:
+            self.stats.full += 1
+            self.alarm("eject_full", f"item {item_id}: the MCU's ejection queue is full", item=item_id)
+        return answer
+
+    def _on_fired(self, ev) -> None:  # type: ignore[no-untyped-def]
+        with self._lock:
+            p = self.pending.pop(ev.item_id, None)
+        if p is None:
+            log.warning("FIRED for item %s that is not pending (gate %s)", ev.item_id, ev.gate)
+            return
+        self.stats.fired += 1
+        self.stats.fire_errors.append(int(ev.actual_count) - int(p.fire_at))
+
+    def reconcile(self, count_now: float) -> list[Pending]:
+        """Count as missed every pending ejection whose target the belt has passed without a FIRED report."""
+        limit = MISSED_AFTER_MM * self.tpm
+        with self._lock:
+            missed = [p for p in self.pending.values() if count_now > p.fire_at + limit]
+            for p in missed:
+                del self.pending[p.item_id]
+        for p in missed:
+            self.stats.missed += 1
+            self.alarm("eject_missed", f"item {p.item_id}: gate {p.gate} did not report firing at count {p.fire_at}",
+                       item=p.item_id, gate=p.gate)
+        return missed

@@ -1,0 +1,176 @@
+"""The sorting core shared by `edgesort run` and `edgesort demo`: a pipeline FrameTask and its consumer.
+
+    frame ─▶ SortingTask.prepare: find items (colour + components), fixed-scale crops ─▶ NCHW batch
+          ─▶ backend.infer ─▶ SortingTask.finish: softmax per crop
+          ─▶ Sorter.consume: encoder count at capture time ─▶ belt coordinates ─▶ Tracker
+                 ─▶ a confirmed track crossing the decision line: decide() once
+                 ─▶ gate? QUEUE_EJECT on the encoder (EjectionScheduler) : default bin
+                 ─▶ ItemOutcome to listeners (MQTT item event, the twin's report)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from device.bundle import Manifest
+from device.config import DeviceConfig
+from device.frames import Frame
+from device.postprocess import softmax
+from device.preprocess import Preprocessor
+from device.sorting.decision import UNCERTAIN, Decision, decide
+from device.sorting.locate import Blob, crop_item, find_items
+from device.sorting.scheduling import EjectionScheduler
+from device.sorting.tracking import Detection, Tracker
+
+log = logging.getLogger(__name__)
+
+SPEED_WINDOW_S = 0.1  # the belt speed is the encoder's slope over this window
+
+
+class SortingTask:
+    """Pipeline FrameTask: item crops in, per-crop class probabilities out."""
+
+    def __init__(self, manifest: Manifest, max_batch: int) -> None:
+        if manifest.task != "classify":
+            raise ValueError(f"the sorter needs a classify bundle, {manifest.name} is a {manifest.task} model")
+        self.pre = Preprocessor(manifest.input, max_batch)
+        self.max_batch = max_batch
+        out = manifest.outputs[0]
+        self.output = out.name
+        self.probabilities = out.meaning == "probabilities"
+
+    def prepare(self, frame: Frame) -> tuple[np.ndarray | None, Any]:
+        complete, partial = find_items(frame.image)
+        graded, ungraded = complete[: self.max_batch], partial + complete[self.max_batch :]
+        if not graded:
+            return None, (graded, ungraded)
+        return self.pre([crop_item(frame.image, b) for b in graded]), (graded, ungraded)
+
+    def finish(self, frame: Frame, outputs: dict[str, np.ndarray] | None, ctx: Any) -> list[tuple[Blob, Any]]:
+        graded, ungraded = ctx
+        probs = []
+        if outputs is not None and graded:
+            raw = outputs[self.output].astype(np.float32)
+            probs = list(raw if self.probabilities else softmax(raw))
+        return list(zip(graded, probs, strict=True)) + [(b, None) for b in ungraded]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    """What happened to one item: emitted once, when it is decided."""
+
+    track_id: int
+    decision: Decision
+    outcome: str  # "queued" | "late" | "full" | "failed" | "default" | "uncertain" | "paused"
+    capture_ts: float  # capture time of the frame that triggered the decision
+    decided_ts: float
+    acked_ts: float | None  # when the MCU acknowledged QUEUE_EJECT
+    x_mm: float  # item centre at capture time, from the camera axis
+    views: int
+
+    @property
+    def latency_ms(self) -> float:
+        """Frame capture to the MCU's acknowledgement (or to the decision, for the default bin)."""
+        end = self.acked_ts if self.acked_ts is not None else self.decided_ts
+        return (end - self.capture_ts) * 1000.0
+
+    def event(self) -> dict[str, object]:
+        d = self.decision
+        return {
+            "item": self.track_id, "grade": d.grade, "confidence": round(d.confidence, 4), "gate": d.gate,
+            "outcome": self.outcome, "frames": d.frames, "views": self.views,
+            "latency_ms": round(self.latency_ms, 2), "capture_ts": self.capture_ts,
+        }
+
+
+class Sorter:
+    """Pipeline consumer: tracks items, decides once per item, schedules ejections, tells listeners."""
+
+    def __init__(self, cfg: DeviceConfig, manifest: Manifest, link, *, views: int = 1,  # type: ignore[no-untyped-def]
+                 alarm: Callable[..., None] | None = None) -> None:
+        self.cfg = cfg
+        self.labels = manifest.labels
+        unknown = set(cfg.sorting.grade_to_gate) - set(self.labels)
+        if unknown:
+            raise ValueError(f"sorting.grade_to_gate names grades the model does not know: {sorted(unknown)}")
+        self.link = link
+        self.views = views
+        self.tpm = cfg.line.ticks_per_mm
+        self.mm_per_px = cfg.cameras[0].mm_per_px
+        self.tracker = Tracker(cfg.sorting.confirm_frames, cfg.sorting.drop_frames)
+        self.scheduler = EjectionScheduler(cfg, link, alarm)
+        self.listeners: list[Callable[[ItemOutcome, Frame], None]] = []
+        self.paused = threading.Event()
+        self.counts: Counter[str] = Counter()
+        self.latencies: deque[float] = deque(maxlen=2000)
+        self.frames = 0
+        self.last_frame_seq = 0
+
+    def ticks_per_s(self, at: float) -> float:
+        c1 = self.link.encoder_count_at(at)
+        c0 = self.link.encoder_count_at(at - SPEED_WINDOW_S)
+        return max(0.0, (c1 - c0) / SPEED_WINDOW_S)
+
+    def consume(self, frame: Frame, result: list[tuple[Blob, Any]], times: object = None) -> None:
+        self.frames += 1
+        self.last_frame_seq = frame.seq
+        count = self.link.encoder_count_at(frame.capture_ts)
+        belt_mm = count / self.tpm
+        half_w = frame.image.shape[1] / 2
+        dets = [
+            Detection((b.cx - half_w) * self.mm_per_px - belt_mm, b.cy * self.mm_per_px, p, frame.view)
+            for b, p in result
+        ]
+        self.tracker.update(dets, belt_mm, frame.capture_ts, self.views)
+        line = self.cfg.line.decision_line_mm
+        for t in list(self.tracker.tracks.values()):
+            if t.decided or not self.tracker.confirmed(t):
+                continue
+            x_mm = t.predict(belt_mm) + belt_mm
+            if x_mm >= line:
+                t.decided = True
+                self._decide(t, frame, x_mm)
+        self.scheduler.reconcile(self.link.encoder_count_at(time.monotonic()))
+
+    def _decide(self, track, frame: Frame, x_mm: float) -> None:  # type: ignore[no-untyped-def]
+        d = decide(track, self.labels, self.cfg.sorting)
+        decided = time.monotonic()
+        acked = None
+        if self.paused.is_set():
+            outcome = "paused"
+        elif d.gate is None:
+            outcome = UNCERTAIN if d.grade == UNCERTAIN else "default"
+        else:
+            outcome = self.scheduler.schedule(track.id, track.u_mm, d.gate, self.ticks_per_s(frame.capture_ts))
+            acked = time.monotonic()
+        o = ItemOutcome(track.id, d, outcome, frame.capture_ts, decided, acked, x_mm, len(track.views_seen))
+        self.counts[d.grade] += 1
+        self.latencies.append(o.latency_ms)
+        for listener in self.listeners:
+            try:
+                listener(o, frame)
+            except Exception:  # a broken listener (reporting) must never stop the sort
+                log.exception("item listener failed for item %s", track.id)
+
+    def snapshot(self) -> dict[str, object]:
+        """Pure numbers for telemetry: counts per grade, reject rate, latency, ejection stats."""
+        total = sum(self.counts.values())
+        lat = np.array(self.latencies) if self.latencies else np.zeros(1)
+        rejected = sum(n for g, n in self.counts.items() if g == UNCERTAIN or g not in self.cfg.sorting.grade_to_gate)
+        return {
+            "items": total,
+            "counts": dict(self.counts),
+            "reject_rate": round(rejected / total, 4) if total else 0.0,
+            "decision_latency_ms": {"p50": round(float(np.percentile(lat, 50)), 2),
+                                    "p99": round(float(np.percentile(lat, 99)), 2)},
+            "ejections": self.scheduler.stats.as_dict(),
+            "tracks_dropped_undecided": self.tracker.dropped_undecided,
+        }

@@ -1,0 +1,113 @@
+"""Following items along the belt across frames.
+
+Positions are kept in belt coordinates: u = x - count / ticks_per_mm, where x is the item's position in mm
+from the camera axis and count the encoder count at the frame's capture time. An item that rides the belt
+keeps a constant u whatever the belt speed (stops included), so matching is a nearest-neighbour search on u.
+An item that slips drifts in u; each track keeps a drift rate per mm of belt travel to predict it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MATCH_MM = 25.0  # largest distance between a prediction and a detection that can be the same item
+
+
+@dataclass(slots=True)
+class Detection:
+    u_mm: float
+    y_mm: float
+    probs: np.ndarray | None  # class probabilities, None when the item was only partly in view
+    view: int = 0
+
+
+@dataclass
+class Track:
+    id: int
+    u_mm: float
+    y_mm: float
+    belt_mm: float  # belt travel (count / ticks_per_mm) when last seen
+    first_capture_ts: float
+    hits: int = 1
+    misses: int = 0
+    drift: float = 0.0  # du per mm of belt travel (negative for an item that slips)
+    prob_sum: np.ndarray | None = None
+    prob_frames: int = 0
+    decided: bool = False
+    last_capture_ts: float = 0.0
+    views_seen: set[int] = field(default_factory=set)
+
+    def predict(self, belt_mm: float) -> float:
+        return self.u_mm + self.drift * (belt_mm - self.belt_mm)
+
+    def add_probs(self, probs: np.ndarray, view: int) -> None:
+        self.prob_sum = probs.astype(np.float64) if self.prob_sum is None else self.prob_sum + probs
+        self.prob_frames += 1
+        self.views_seen.add(view)
+
+    def mean_probs(self) -> np.ndarray | None:
+        return None if self.prob_sum is None else self.prob_sum / self.prob_frames
+
+
+class Tracker:
+    """Greedy nearest-neighbour association on belt coordinates; confirm after N hits, drop after M misses."""
+
+    def __init__(self, confirm_frames: int = 2, drop_frames: int = 4, match_mm: float = MATCH_MM) -> None:
+        self.confirm_frames = confirm_frames
+        self.drop_frames = drop_frames
+        self.match_mm = match_mm
+        self.tracks: dict[int, Track] = {}
+        self._ids = itertools.count(1)
+        self.dropped_undecided = 0
+
+    def update(self, detections: list[Detection], belt_mm: float, capture_ts: float, views: int = 1) -> list[Track]:
+        """Associate one frame's detections; returns the tracks that were dropped in this update."""
+        pairs = sorted(
+            (abs(t.predict(belt_mm) - d.u_mm), ti, di)
+            for ti, t in self.tracks.items()
+            for di, d in enumerate(detections)
+        )
+        used_t: set[int] = set()
+        used_d: set[int] = set()
+        for dist, ti, di in pairs:
+            if dist > self.match_mm or ti in used_t or di in used_d:
+                continue
+            used_t.add(ti)
+            used_d.add(di)
+            self._hit(self.tracks[ti], detections[di], belt_mm, capture_ts)
+        for di, d in enumerate(detections):
+            if di not in used_d:
+                t = Track(next(self._ids), d.u_mm, d.y_mm, belt_mm, capture_ts, last_capture_ts=capture_ts)
+                if d.probs is not None:
+                    t.add_probs(d.probs, d.view)
+                self.tracks[t.id] = t
+                used_t.add(t.id)
+        dropped = []
+        # With several views the frames interleave: a track is missed only by frames of the views that saw it.
+        for t in list(self.tracks.values()):
+            if t.id not in used_t:
+                t.misses += 1
+                if t.misses >= self.drop_frames * max(1, views):
+                    del self.tracks[t.id]
+                    dropped.append(t)
+                    if not t.decided:
+                        self.dropped_undecided += 1
+        return dropped
+
+    def _hit(self, t: Track, d: Detection, belt_mm: float, capture_ts: float) -> None:
+        travelled = belt_mm - t.belt_mm
+        if travelled > 5.0:  # too little travel says nothing about slip
+            rate = (d.u_mm - t.u_mm) / travelled
+            t.drift = 0.5 * t.drift + 0.5 * float(np.clip(rate, -0.5, 0.0))
+        t.u_mm, t.y_mm, t.belt_mm = d.u_mm, d.y_mm, belt_mm
+        t.hits += 1
+        t.misses = 0
+        t.last_capture_ts = capture_ts
+        if d.probs is not None:
+            t.add_probs(d.probs, d.view)
+
+    def confirmed(self, t: Track) -> bool:
+        return t.hits >= self.confirm_frames
