@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlparse
 
-from device.sim.camera import SimCamera
+from device.sim.camera import MultiViewCamera, SimCamera
 from device.sim.twin import Twin, TwinParams
 
-__all__ = ["SimCamera", "Twin", "TwinParams", "open_camera", "register_twin"]
+__all__ = ["MultiViewCamera", "SimCamera", "Twin", "TwinParams", "open_camera", "register_twin"]
 
 _twins: dict[str, Twin] = {}
 DEFAULT_GATES_MM = {i + 1: 400.0 + 100.0 * i for i in range(8)}
@@ -26,7 +26,7 @@ def register_twin(uri: str, twin: Twin) -> None:
     _twins[_key(uri)[0]] = twin
 
 
-def open_camera(uri: str, view: int | None = None, name: str = "sim") -> SimCamera:
+def open_camera(uri: str, view: int | None = None, name: str = "sim") -> SimCamera | MultiViewCamera:
     """A camera on the twin registered for `uri`, or on a new free-running twin (bring-up, benchmarks)."""
     key, uri_view = _key(uri)
     twin = _twins.get(key)
@@ -36,4 +36,6 @@ def open_camera(uri: str, view: int | None = None, name: str = "sim") -> SimCame
         twin = Twin(params, DEFAULT_GATES_MM)
         twin.start()
         _twins[key] = twin
+    if twin.p.views > 1 and view is None and "view=" not in uri:
+        return MultiViewCamera(twin, twin.p.views, name)
     return SimCamera(twin, view if view is not None else uri_view, name)

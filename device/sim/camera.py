@@ -41,3 +41,38 @@ class SimCamera:
 
     def close(self) -> None:
         pass
+
+
+class MultiViewCamera:
+    """Several synchronised cameras on the same stretch of belt (CUCUMBER-9 prototype 2 used three views).
+
+    All views are exposed at the same instant and delivered one after the other, so one pipeline sees them
+    interleaved and the tracker merges the views of each item.
+    """
+
+    def __init__(self, twin: Twin, views: int, name: str = "sim") -> None:
+        self.twin = twin
+        self.views = views
+        self.name = name
+        self._lead = SimCamera(twin, 0, name)
+        self._pending: list[Frame] = []
+
+    def open(self) -> None:
+        self._lead.open()
+
+    def read(self, timeout: float) -> Frame | None:
+        if self._pending:
+            return self._pending.pop(0)
+        first = self._lead.read(timeout)
+        if first is None:
+            return None
+        count = first.meta["count"]
+        for v in range(1, self.views):
+            image, _c, truth = self.twin.render(v)
+            self._pending.append(
+                Frame(image, first.capture_ts, first.seq, self.name, v, {"count": count, "truth": truth})
+            )
+        return first
+
+    def close(self) -> None:
+        self._lead.close()

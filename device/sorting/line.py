@@ -1,0 +1,216 @@
+"""A sorting line assembled from the config: what `edgesort run` and `edgesort demo` both start.
+
+Start order (each step refuses with one sentence if it cannot be met): bundle (verified) ─▶ backend ─▶
+the twin and its MCU simulator when the camera is `sim://` and the bridge port is `sim` ─▶ serial link
+(handshake) ─▶ geometry check against the measured decision latency ─▶ fleet reporter ─▶ pipeline.
+Stop order is the reverse, and the MCU is left in its safe state (gates de-energised, queue flushed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device import __version__
+from device.bundle import Bundle, verify_bundle
+from device.config import DeviceConfig, check_geometry
+from device.errors import ConfigError
+from device.frames import Frame
+from device.sorting.sorter import ItemOutcome, Sorter, SortingTask
+
+log = logging.getLogger(__name__)
+
+DEMO_BUNDLE = Path(__file__).resolve().parent.parent / "assets" / "demo_bundle"
+
+
+def resolve_bundle_path(p: Path) -> Path:
+    return DEMO_BUNDLE if str(p) == "demo" else p
+
+
+class SortingLine:
+    def __init__(self, cfg: DeviceConfig, *, firmware: bool = False, mqtt_enabled: bool = True) -> None:
+        self.cfg = cfg
+        self.firmware = firmware
+        self.mqtt_enabled = mqtt_enabled
+        self.twin: Any = None
+        self.mcu_sim: Any = None
+        self.link: Any = None
+        self.backend: Any = None
+        self.pipeline: Any = None
+        self.reporter: Any = None
+        self.sorter: Sorter | None = None
+        self.bundle: Bundle | None = None
+        self.latest_frame: Frame | None = None
+        self.started_ts = 0.0
+
+    # -- start ------------------------------------------------------------------------------------------
+    def open(self) -> None:
+        from device.backends.base import create_backend
+
+        cfg = self.cfg
+        m = cfg.model
+        self.bundle = verify_bundle(resolve_bundle_path(m.bundle), require_signature=m.require_signature,
+                                    trusted_keys=list(m.trusted_keys))
+        log.info("model %s (%s)", self.bundle.manifest.model_id(), self.bundle.root)
+        self.backend = create_backend(self.bundle, m.backend, threads=m.threads, precision=m.precision,
+                                      dla_core=m.dla_core, engine_cache=cfg.paths.engine_cache)
+        source = self._open_camera_and_mcu()
+        self._open_link()
+        task = SortingTask(self.bundle.manifest, m.batch)
+        views = getattr(source, "views", 1)
+        self.sorter = Sorter(cfg, self.bundle.manifest, self.link, views=views, alarm=self._alarm)
+        check_geometry(cfg, self.measure_decision_latency_ms(task))
+        self._open_reporter()
+        self.sorter.listeners.append(self._report_item)
+        from device.pipeline import Pipeline
+
+        self.pipeline = Pipeline(source, self.backend, task, self._consume)
+        self.pipeline.start()
+        self.started_ts = time.monotonic()
+
+    def _open_camera_and_mcu(self) -> Any:
+        from device.capture.base import open_source
+
+        cam = self.cfg.cameras[0]
+        sim_line = cam.uri.startswith("sim://")
+        if sim_line:
+            from device.sim import TwinParams, Twin, open_camera, register_twin
+
+            params = TwinParams.from_uri(cam.uri)
+            params.ticks_per_mm = self.cfg.line.ticks_per_mm
+            self.twin = Twin(params, {g.id: g.distance_mm for g in self.cfg.line.gates})
+            register_twin(cam.uri, self.twin)
+        if self.cfg.bridge.port == "sim":
+            if self.firmware:
+                from firmware_bridge.simavr import FirmwareSimulator as Mcu
+            else:
+                from firmware_bridge.mcu_sim import McuSimulator as Mcu  # type: ignore[assignment]
+            on_gate = self.twin.on_gate if self.twin else None
+            self.mcu_sim = Mcu(on_gate=on_gate)
+            self.port = self.mcu_sim.start()
+            if self.twin:
+                self.twin.attach_encoder(self.mcu_sim)
+        else:
+            self.port = self.cfg.bridge.port
+        if self.twin:
+            self.twin.start()
+            return open_camera(cam.uri, name=cam.name)
+        return open_source(cam.uri, name=cam.name, width=cam.width, height=cam.height, fps=cam.fps)
+
+    def _open_link(self) -> None:
+        from firmware_bridge.link import BridgeLink
+
+        b = self.cfg.bridge
+        self.link = BridgeLink(self.port, baud=b.baud, ack_timeout_s=b.ack_timeout_ms / 1000.0, retries=b.retries)
+        self.link.connect()
+
+    def _open_reporter(self) -> None:
+        from device.fleet.reporter import FleetReporter
+
+        cfg = self.cfg
+        if not self.mqtt_enabled:
+            cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(update={"url": None})})
+        versions = {"edgesort": __version__, "model": self.bundle.manifest.model_id() if self.bundle else ""}
+        self.reporter = FleetReporter(cfg, versions=versions, telemetry=self.telemetry, commands=self)
+        self.reporter.start()
+
+    def measure_decision_latency_ms(self, task: SortingTask, runs: int = 20) -> float:
+        """Worst decision time seen over a few full batches: crop prep + inference + one serial round trip."""
+        crops = [np.zeros((*task.pre.size[::-1], 3), np.uint8)] * task.max_batch
+        worst = 0.0
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            self.backend.infer(task.pre(crops))
+            worst = max(worst, (time.perf_counter() - t0) * 1000.0)
+        rtt = float(self.link.status().get("rtt_ms", 0.0) or 0.0) if self.link else 0.0
+        return worst + rtt
+
+    # -- running ----------------------------------------------------------------------------------------
+    def _consume(self, frame: Frame, result: Any, times: Any = None) -> None:
+        self.latest_frame = frame
+        assert self.sorter is not None
+        self.sorter.consume(frame, result, times)
+
+    def _report_item(self, o: ItemOutcome, frame: Frame) -> None:
+        if self.reporter is not None:
+            self.reporter.item_event({**o.event(), "model": self.bundle.manifest.model_id() if self.bundle else ""})
+
+    def _alarm(self, kind: str, message: str, **fields: Any) -> None:
+        log.warning("alarm %s: %s", kind, message)
+        if self.reporter is not None:
+            self.reporter.alarm(kind, message, **fields)
+
+    def telemetry(self) -> dict[str, Any]:
+        snap: dict[str, Any] = {"model": self.bundle.manifest.model_id() if self.bundle else ""}
+        if self.pipeline is not None:
+            snap["pipeline"] = self.pipeline.stats()
+        if self.sorter is not None:
+            snap.update(self.sorter.snapshot())
+            snap["belt_speed_mps"] = round(self.sorter.ticks_per_s(time.monotonic()) / self.cfg.line.ticks_per_mm
+                                           / 1000.0, 3)
+        if self.link is not None:
+            snap["link"] = dict(self.link.counters)
+        return snap
+
+    # -- fleet commands (device.fleet.commands.CommandHandler) ----------------------------------------------
+    def pause(self) -> None:
+        if self.sorter:
+            self.sorter.paused.set()
+
+    def resume(self) -> None:
+        if self.sorter:
+            self.sorter.paused.clear()
+
+    def set_config(self, doc: dict[str, Any]) -> list[str]:
+        """Apply the parts of a new config that can change while running (sorting rules); refuse the rest."""
+        from device.config import DeviceConfig
+
+        try:
+            new = DeviceConfig.model_validate(doc)
+        except ValueError as exc:
+            return [str(exc)]
+        reasons = [f"{k} cannot change while running; restart the service"
+                   for k in ("device", "cameras", "model", "line", "bridge", "mqtt", "paths")
+                   if getattr(new, k) != getattr(self.cfg, k)]
+        if reasons:
+            return reasons
+        if self.sorter:
+            unknown = set(new.sorting.grade_to_gate) - set(self.sorter.labels)
+            if unknown:
+                return [f"sorting.grade_to_gate names grades the model does not know: {sorted(unknown)}"]
+            self.cfg = new
+            self.sorter.cfg = new
+            self.sorter.tracker.confirm_frames = new.sorting.confirm_frames
+            self.sorter.tracker.drop_frames = new.sorting.drop_frames
+        return []
+
+    def snapshot(self) -> bytes:
+        import cv2
+
+        if self.latest_frame is None:
+            raise ConfigError("no frame has been captured yet")
+        ok, jpg = cv2.imencode(".jpg", self.latest_frame.image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        return bytes(jpg)
+
+    # -- stop -------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Reverse order; every step runs even when an earlier one fails, and the MCU ends safe."""
+        steps = [
+            ("pipeline", lambda: self.pipeline and self.pipeline.stop()),
+            ("link", lambda: self.link and self.link.close()),
+            ("reporter", lambda: self.reporter and self.reporter.stop()),
+            ("twin", lambda: self.twin and self.twin.stop()),
+            ("mcu simulator", lambda: self.mcu_sim and self.mcu_sim.stop()),
+            ("backend", lambda: self.backend and self.backend.close()),
+        ]
+        for name, step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("closing %s failed", name)
