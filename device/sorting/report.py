@@ -1,0 +1,95 @@
+"""The twin's verdict on a run: every item's true grade, predicted grade, gate fired and bin reached."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from device.config import DeviceConfig
+from device.frames import Frame
+from device.grades import DEFAULT_BIN
+from device.sim.twin import Item, Twin
+from device.sorting.sorter import ItemOutcome
+
+MATCH_MM = 30.0
+
+
+class TruthRecorder:
+    """Sorter listener that pairs each decision with the twin item it was about (for the report only)."""
+
+    def __init__(self, twin: Twin) -> None:
+        self.twin = twin
+        self.outcomes: dict[int, ItemOutcome] = {}  # twin item id -> outcome
+        self.unmatched = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, o: ItemOutcome, frame: Frame) -> None:
+        truth = frame.meta.get("truth", [])
+        best = min(truth, key=lambda t: abs(float(t["x_mm"]) - o.x_mm), default=None)  # type: ignore[arg-type]
+        with self._lock:
+            if best is None or abs(float(best["x_mm"]) - o.x_mm) > MATCH_MM:  # type: ignore[arg-type]
+                self.unmatched += 1
+                return
+            item_id = int(best["id"])  # type: ignore[call-overload]
+            self.outcomes[item_id] = o
+        for it in [*self.twin.items, *self.twin.finished]:
+            if it.id == item_id:
+                it.predicted = o.decision.grade
+
+
+def expected_bin(grade: str, cfg: DeviceConfig) -> str:
+    gate = cfg.sorting.grade_to_gate.get(grade)
+    return str(gate) if gate is not None else DEFAULT_BIN
+
+
+def _pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 2) if values else 0.0
+
+
+def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snapshot: dict[str, Any],
+                 pipeline_stats: dict[str, Any], fire_errors: list[int], elapsed_s: float) -> dict[str, Any]:
+    items: list[Item] = list(twin.finished)
+    correct = [it for it in items if it.bin == expected_bin(it.grade, cfg)]
+    wrong = [it for it in items if it.bin not in (DEFAULT_BIN, expected_bin(it.grade, cfg))]
+    default = [it for it in items if it.bin == DEFAULT_BIN]
+    decided = [it for it in items if it.id in rec.outcomes]
+    cls_ok = [it for it in decided if rec.outcomes[it.id].decision.grade == it.grade]
+    ejected = [o for o in rec.outcomes.values() if o.acked_ts is not None]
+    should_fire = [it for it in decided if rec.outcomes[it.id].outcome == "queued"]
+    missed = [it for it in should_fire if not it.gates_fired]
+    lat_eject = [o.latency_ms for o in ejected]
+    lat_all = [o.latency_ms for o in rec.outcomes.values()]
+    ej = sorter_snapshot.get("ejections", {})
+    total = len(items)
+    return {
+        "items_total": total,
+        "items_correct": len(correct),
+        "sort_accuracy": round(len(correct) / total, 4) if total else 0.0,
+        "classification_accuracy": round(len(cls_ok) / len(decided), 4) if decided else 0.0,
+        "items_decided": len(decided),
+        "items_undecided": total - len(decided),
+        "missed_ejections": len(missed) + int(ej.get("late", 0)) + int(ej.get("full", 0)) + int(ej.get("failed", 0)),
+        "wrong_bin": len(wrong),
+        "default_bin": len(default),
+        "decision_latency_ms": {"p50": _pct(lat_eject, 50), "p99": _pct(lat_eject, 99)},
+        "decision_latency_all_ms": {"p50": _pct(lat_all, 50), "p99": _pct(lat_all, 99)},
+        "fire_position_error_counts": {
+            "n": len(fire_errors),
+            "p50": _pct([float(e) for e in fire_errors], 50),
+            "max_abs": int(max((abs(e) for e in fire_errors), default=0)),
+        },
+        "fps": round(float(pipeline_stats.get("fps_out", 0.0)), 2),
+        "pipeline": pipeline_stats,
+        "ejections": ej,
+        "bins": dict(Counter(it.bin or "" for it in items)),
+        "grades_true": dict(Counter(it.grade for it in items)),
+        "elapsed_s": round(elapsed_s, 1),
+        "per_item": [
+            {"id": it.id, "true": it.grade, "predicted": it.predicted, "gates_fired": it.gates_fired,
+             "bin": it.bin, "expected_bin": expected_bin(it.grade, cfg)}
+            for it in items
+        ],
+    }

@@ -1,0 +1,66 @@
+import numpy as np
+
+from device.config import SortingConfig
+from device.sorting.decision import UNCERTAIN, decide
+from device.sorting.tracking import Detection, Tracker
+
+LABELS = ("2L", "L", "M", "S", "2S", "BL", "BM", "BS", "C")
+
+
+def onehot(i, p=0.9):
+    v = np.full(9, (1 - p) / 8)
+    v[i] = p
+    return v
+
+
+def test_items_keep_their_track_while_the_belt_moves_and_stops():
+    tr = Tracker(confirm_frames=2, drop_frames=3)
+    items_u = [-100.0, -40.0, 30.0]  # belt coordinates; x = u + belt travel
+    for belt in [0, 10, 20, 20, 20, 35, 50]:  # the belt stops for three frames
+        tr.update([Detection(u + np.random.default_rng(int(belt)).normal(0, 1), 160, onehot(2)) for u in items_u],
+                  belt, belt / 1000)
+    assert len(tr.tracks) == 3
+    assert all(t.hits == 7 for t in tr.tracks.values())
+
+
+def test_track_dropped_after_misses_and_counted_if_undecided():
+    tr = Tracker(confirm_frames=1, drop_frames=2)
+    tr.update([Detection(0, 160, onehot(0))], 0, 0)
+    assert len(tr.update([], 10, 0.1)) == 0
+    dropped = tr.update([], 20, 0.2)
+    assert [t.id for t in dropped] == [1]
+    assert tr.dropped_undecided == 1
+
+
+def test_slipping_item_is_followed():
+    tr = Tracker(confirm_frames=1, drop_frames=2)
+    for k in range(20):  # moves at 80% of the belt speed: u falls 2 mm per 10 mm of belt
+        belt = 10.0 * k
+        tr.update([Detection(-2.0 * k, 160, onehot(1))], belt, k / 30)
+    assert len(tr.tracks) == 1
+    assert next(iter(tr.tracks.values())).drift < -0.1
+
+
+def test_decision_averages_frames_and_respects_the_floor():
+    tr = Tracker(confirm_frames=1)
+    tr.update([Detection(0, 160, onehot(3, 0.9))], 0, 0)
+    tr.update([Detection(0, 160, onehot(3, 0.5))], 1, 0.1)
+    t = next(iter(tr.tracks.values()))
+    cfg = SortingConfig()
+    d = decide(t, LABELS, cfg)
+    assert (d.grade, d.gate, d.frames) == ("S", 4, 2)
+    assert abs(d.confidence - 0.7) < 1e-6
+    assert decide(t, LABELS, SortingConfig(confidence_floor=0.8)).grade == UNCERTAIN
+
+
+def test_an_item_never_graded_is_uncertain_and_goes_to_the_default_bin():
+    tr = Tracker(confirm_frames=1)
+    tr.update([Detection(0, 160, None)], 0, 0)
+    d = decide(next(iter(tr.tracks.values())), LABELS, SortingConfig())
+    assert (d.grade, d.gate) == (UNCERTAIN, None)
+
+
+def test_grade_c_has_no_gate():
+    tr = Tracker(confirm_frames=1)
+    tr.update([Detection(0, 160, onehot(8))], 0, 0)
+    assert decide(next(iter(tr.tracks.values())), LABELS, SortingConfig()).gate is None
