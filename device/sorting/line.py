@@ -126,8 +126,8 @@ class SortingLine:
             t0 = time.perf_counter()
             self.backend.infer(task.pre(crops))
             worst = max(worst, (time.perf_counter() - t0) * 1000.0)
-        rtt = float(self.link.status().get("rtt_ms", 0.0) or 0.0) if self.link else 0.0
-        return worst + rtt
+        rtt_ms = max(self.link.ping() for _ in range(5)) * 1000.0 if self.link else 0.0
+        return worst + rtt_ms
 
     # -- running ----------------------------------------------------------------------------------------
     def _consume(self, frame: Frame, result: Any, times: Any = None) -> None:
