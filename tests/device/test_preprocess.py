@@ -1,0 +1,113 @@
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from device.bundle import InputSpec
+from device.preprocess import LETTERBOX_FILL, Preprocessor
+
+
+def spec(**kw) -> InputSpec:
+    base = dict(
+        name="images",
+        shape=("batch", 3, 24, 32),
+        color_order="RGB",
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+    )
+    base.update(kw)
+    return InputSpec(**base)
+
+
+def frame(h=60, w=80, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8)
+
+
+def test_stretch_rgb_normalisation_matches_the_textbook_formula():
+    s = spec()
+    img = frame()
+    out = Preprocessor(s)([img])
+    ref = cv2.resize(img, (32, 24), interpolation=cv2.INTER_AREA)[:, :, ::-1].astype(np.float64) / 255
+    ref = ((ref - np.array(s.mean)) / np.array(s.std)).transpose(2, 0, 1)
+    assert out.shape == (1, 3, 24, 32) and out.dtype == np.float32
+    np.testing.assert_allclose(out[0], ref, atol=1e-5)
+
+
+def test_bgr_keeps_channel_order_and_gray_makes_one_channel():
+    img = frame()
+    bgr = Preprocessor(spec(color_order="BGR", mean=(0, 0, 0), std=(1, 1, 1)))([img])[0]
+    small = cv2.resize(img, (32, 24), interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(bgr[0], small[:, :, 0] / 255, atol=1e-6)
+    gray = Preprocessor(spec(shape=(1, 1, 24, 32), color_order="GRAY", mean=(0.5,), std=(0.5,)))([img])[0]
+    ref = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) / 255
+    np.testing.assert_allclose(gray[0], (ref - 0.5) / 0.5, atol=1e-5)
+
+
+def test_a_batch_of_different_sizes_and_a_ring_of_buffers():
+    pre = Preprocessor(spec(), max_batch=3, ring=2)
+    a = pre([frame(60, 80), frame(20, 200, 1), frame(100, 40, 2)])
+    assert a.shape == (3, 3, 24, 32)
+    kept = a.copy()
+    b = pre([frame(seed=5)])
+    assert b.shape == (1, 3, 24, 32)
+    np.testing.assert_array_equal(a, kept)  # the second call wrote the other buffer of the ring
+    pre([frame(seed=6)])
+    assert not np.array_equal(a[0], kept[0])  # ring of 2: the third call reuses the first buffer
+
+
+def test_letterbox_pads_and_maps_boxes_back_to_frame_pixels():
+    s = spec(
+        shape=(1, 3, 32, 32), color_order="BGR", scale=1.0, mean=(0, 0, 0), std=(1, 1, 1), resize="letterbox"
+    )
+    img = np.full((40, 80, 3), 200, np.uint8)  # wide: pads top and bottom
+    batch, (tf,) = Preprocessor(s).prepare([img])
+    assert batch[0, :, 0, :].max() == LETTERBOX_FILL and batch[0, :, 16, :].min() == 200
+    box = np.array([[0, tf.pad_y, 32, 32 - tf.pad_y]], np.float32)  # the whole image area in model pixels
+    np.testing.assert_allclose(tf.to_frame(box), [[0, 0, 80, 40]], atol=0.5)
+
+
+def test_center_crop_cuts_the_middle_without_distortion():
+    s = spec(
+        shape=(1, 3, 10, 10),
+        color_order="BGR",
+        scale=1.0,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+        resize="center_crop",
+    )
+    img = np.zeros((20, 60, 3), np.uint8)
+    img[:, 20:40] = 255  # a white middle third, as wide as the frame is high
+    out = Preprocessor(s)([img])[0]
+    assert out.min() > 250  # only the white middle survives the crop
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        (np.zeros((10, 10, 3), np.float32), "uint8"),
+        (np.zeros((0, 10, 3), np.uint8), "empty"),
+        (np.zeros((10, 10, 4), np.uint8), "BGR"),
+    ],
+)
+def test_bad_images_raise_a_clear_value_error(bad, why):
+    with pytest.raises(ValueError, match=why):
+        Preprocessor(spec())([bad])
+
+
+def test_spec_inconsistencies_are_refused():
+    with pytest.raises(ValueError, match="GRAY needs 1 channel"):
+        Preprocessor(spec(color_order="GRAY"))
+    with pytest.raises(ValueError, match="mean and std"):
+        Preprocessor(spec(mean=(0.5,)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(w=st.integers(8, 400), h=st.integers(8, 400), policy=st.sampled_from(["stretch", "letterbox"]))
+def test_model_pixels_of_the_frame_corners_map_back_to_the_corners(w, h, policy):
+    s = spec(resize=policy)
+    _, (tf,) = Preprocessor(s).prepare([np.zeros((h, w, 3), np.uint8)])
+    corners = np.array(
+        [[tf.pad_x, tf.pad_y, tf.pad_x + w * tf.scale_x, tf.pad_y + h * tf.scale_y]], np.float32
+    )
+    np.testing.assert_allclose(tf.to_frame(corners), [[0, 0, w, h]], atol=1e-3 * max(w, h))
