@@ -1,0 +1,136 @@
+"""FP16 and INT8 bundles behind the accuracy gate, and the TensorRT calibration cache, on a real trained CNN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from export_helpers import normalize
+
+from device.bundle import verify_bundle
+from device.contract import CALIB_CACHE_NAME, MODEL_NAME
+from export.build import ExportOptions, ImageSet, build_bundle
+from export.calibration import format_cache, hex_to_scale, parse_cache, scale_to_hex
+from export.errors import AccuracyGateError
+
+
+def _sets(mnist: dict[str, np.ndarray]) -> tuple[ImageSet, ImageSet, ImageSet]:
+    parity = ImageSet(normalize(mnist["test_x"][:32]), mnist["test_y"][:32], "mnist:val[32]")
+    heldout = ImageSet(normalize(mnist["test_x"]), mnist["test_y"], "mnist:val[600]")
+    calib = ImageSet(normalize(mnist["train_x"][:128]), mnist["train_y"][:128], "mnist:train[128]")
+    return parity, heldout, calib
+
+
+def _ops(path: Path) -> set[str]:
+    import onnx
+
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_int8_bundle_passes_the_gate_when_calibrated_on_the_right_images(tmp_path: Path, tiny_trained, mnist):
+    model, meta = tiny_trained
+    parity, heldout, calib = _sets(mnist)
+    res = build_bundle(
+        model,
+        meta,
+        tmp_path / "int8",
+        ExportOptions(precision="int8"),
+        parity_set=parity,
+        calib_set=calib,
+        heldout_set=heldout,
+    )
+    m = verify_bundle(tmp_path / "int8").manifest
+    assert m.precision == "int8" and m.input.dtype == "float32"
+    assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(tmp_path / "int8" / MODEL_NAME)
+    gate = m.parity["accuracy_gate"]
+    assert gate["passed"] and gate["images"] == 600 and gate["fp32_top1"] > 0.9
+    assert gate["drop_points"] <= 1.0 and res.gate is not None and res.gate.passed
+    assert m.parity["int8"]["calibration"]["source"] == "mnist:train[128]"
+    assert m.parity["int8"]["top1_agreement"] > 0.95  # measured and recorded, not a limit
+
+
+def test_int8_gate_refuses_a_model_calibrated_on_wrong_images(tmp_path: Path, tiny_trained, mnist):
+    """Calibrating on blank frames (e.g. a camera with its cap on) gives ranges that clip every real digit."""
+    model, meta = tiny_trained
+    parity, heldout, _ = _sets(mnist)
+    blank = np.zeros((128, 28, 28), np.uint8)
+    wrong = ImageSet(normalize(blank), np.zeros(128, np.int64), "blank frames")
+    out = tmp_path / "int8-wrong"
+    with pytest.raises(AccuracyGateError, match=r"loses .* points of top-1 against FP32") as err:
+        build_bundle(
+            model,
+            meta,
+            out,
+            ExportOptions(precision="int8"),
+            parity_set=parity,
+            calib_set=wrong,
+            heldout_set=heldout,
+        )
+    assert err.value.exit_code == 4 and "no bundle written" in str(err.value)
+    assert not out.exists() and not list(tmp_path.glob(".int8-wrong.partial-*"))
+
+
+def test_gate_tolerance_is_the_users(tmp_path: Path, tiny_trained, mnist):
+    """The same wrong calibration passes when the user allows a 100-point drop: the gate measures, not guesses."""
+    model, meta = tiny_trained
+    parity, heldout, _ = _sets(mnist)
+    wrong = ImageSet(normalize(np.zeros((16, 28, 28), np.uint8)), np.zeros(16, np.int64), "blank frames")
+    res = build_bundle(
+        model,
+        meta,
+        tmp_path / "b",
+        ExportOptions(precision="int8", gate_tolerance_points=100),
+        parity_set=parity,
+        calib_set=wrong,
+        heldout_set=heldout,
+    )
+    assert res.gate is not None and res.gate.passed and res.gate.drop_points > 1.0
+
+
+def test_fp16_bundle(tmp_path: Path, tiny_trained, mnist):
+    import onnx
+
+    model, meta = tiny_trained
+    parity, heldout, _ = _sets(mnist)
+    build_bundle(
+        model,
+        meta,
+        tmp_path / "fp16",
+        ExportOptions(precision="fp16"),
+        parity_set=parity,
+        heldout_set=heldout,
+    )
+    m = verify_bundle(tmp_path / "fp16").manifest
+    assert m.precision == "fp16" and m.card["precision"] == "fp16"
+    proto = onnx.load(str(tmp_path / "fp16" / MODEL_NAME))
+    assert {i.data_type for i in proto.graph.initializer} == {onnx.TensorProto.FLOAT16}
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # device input unchanged
+    assert m.parity["accuracy_gate"]["passed"] and m.parity["fp16"]["max_abs_diff"] < 0.05
+
+
+def test_float_bundle_with_calib_carries_a_tensorrt_cache(tmp_path: Path, tiny_trained, mnist):
+    import onnx
+
+    model, meta = tiny_trained
+    parity, _, calib = _sets(mnist)
+    build_bundle(model, meta, tmp_path / "b", ExportOptions(), parity_set=parity, calib_set=calib)
+    b = verify_bundle(tmp_path / "b")
+    assert CALIB_CACHE_NAME in b.manifest.files
+    tag, algo, scales = parse_cache((b.root / CALIB_CACHE_NAME).read_text())
+    assert algo == "EntropyCalibration2" and tag.isdigit()
+    proto = onnx.load(str(b.root / MODEL_NAME))
+    conv_outputs = {n.output[0] for n in proto.graph.node if n.op_type == "Conv"}
+    assert "images" in scales and conv_outputs <= set(scales)
+    # the input is normalised MNIST: |x| <= (1 - 0.1307) / 0.3081 = 2.82, so its scale is at most 2.82 / 127
+    assert 0 < scales["images"] <= 2.83 / 127
+    assert b.manifest.parity["calibration"]["tensors"] == len(scales)
+
+
+def test_cache_format_round_trip():
+    assert scale_to_hex(1.0) == "3f800000"
+    assert hex_to_scale("3c010a14") == pytest.approx(0.00787, rel=1e-3)
+    text = format_cache({"images": 2.0, "conv_out": 0.0})
+    assert text.splitlines()[0] == "TRT-8601-EntropyCalibration2"
+    _, _, scales = parse_cache(text)
+    assert scales["images"] == pytest.approx(2.0 / 127) and scales["conv_out"] > 0
