@@ -1,4 +1,4 @@
-"""device/engines.py: the cache key, the trtexec line, the calibration header, and the missing-TensorRT sentence.
+"""device/engines.py: cache key, trtexec line, calibration header, and the missing-TensorRT sentence.
 
 Building an engine needs TensorRT and an NVIDIA GPU; that test runs on a Jetson and is skipped elsewhere.
 """

@@ -1,4 +1,4 @@
-"""FP16 and INT8 bundles behind the accuracy gate, and the TensorRT calibration cache, on a real trained CNN."""
+"""FP16 and INT8 bundles behind the accuracy gate, and the TensorRT calibration cache, on a trained CNN."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_int8_gate_refuses_a_model_calibrated_on_wrong_images(tmp_path: Path, ti
 
 
 def test_gate_tolerance_is_the_users(tmp_path: Path, tiny_trained, mnist):
-    """The same wrong calibration passes when the user allows a 100-point drop: the gate measures, not guesses."""
+    """The same wrong calibration passes when the user allows a 100-point drop: the gate measures."""
     model, meta = tiny_trained
     parity, heldout, _ = _sets(mnist)
     wrong = ImageSet(normalize(np.zeros((16, 28, 28), np.uint8)), np.zeros(16, np.int64), "blank frames")
