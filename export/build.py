@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
+TORCH_PROGRAM_NAME = "model.pt2"  # device/backends/torch_backend.py looks for it
 
 
 @dataclass
@@ -79,6 +80,7 @@ class ExportOptions:
     force: bool = False
     threads: int = 1
     checkpoint_path: Path | None = None
+    torch_program: bool = False  # also write model.pt2 (torch.export) for the device's torch backend
 
 
 @dataclass
@@ -195,6 +197,22 @@ def _finalize_onnx(path: Path, card: dict[str, Any], labels: tuple[str, ...]) ->
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"the {card.get('precision')} ONNX graph is invalid: {exc}") from exc
     onnx.save(proto, str(path))
+
+
+def export_torch_program(model: torch.nn.Module, input_shape: tuple[int, int, int], work: Path) -> Path:
+    """model.pt2: the model as a torch.export program with a dynamic batch (the device's torch backend)."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    try:
+        program = torch.export.export(
+            model, (torch.zeros((2, *input_shape)),), dynamic_shapes=({0: batch},), strict=False
+        )
+    except Exception as exc:  # torch.export raises many types; its message names the unsupported construct
+        raise ExportError(f"torch.export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    out = work / TORCH_PROGRAM_NAME
+    torch.export.save(program, str(out))
+    return out
 
 
 def _place(staging: Path, out_dir: Path, force: bool) -> None:
@@ -316,6 +334,12 @@ def build_bundle(
             files[CALIB_CACHE_NAME] = cache
         _finalize_onnx(final, card, labels)
         files[MODEL_NAME] = final
+        if options.torch_program:
+            if precision != "fp32":
+                raise ExportError("model.pt2 is the FP32 PyTorch model; add it to fp32 bundles only")
+            files[TORCH_PROGRAM_NAME] = export_torch_program(
+                model, (spec.channels, spec.height, spec.width), work
+            )
 
         name = options.name or str(card.get("name") or meta.get("arch") or "model")
         version = options.version or str(card.get("version") or f"e{meta.get('epoch', 0)}")

@@ -71,6 +71,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; default 17)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for the checks (default 1)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle directory")
+    p.add_argument(
+        "--torch",
+        action="store_true",
+        help="also write model.pt2 (torch.export) for the device's torch backend (fp32 only)",
+    )
     p.add_argument("--dla", type=int, default=None, metavar="N", help="engine: Jetson DLA core")
     p.add_argument(
         "--cache",
@@ -128,6 +133,7 @@ def run_export(args: argparse.Namespace) -> int:
         force=args.force,
         threads=max(1, args.threads),
         checkpoint_path=Path(args.source),
+        torch_program=args.torch,
     )
     res = build_bundle(
         model, ckpt, args.out, options, parity_set=parity_set, calib_set=calib_set, heldout_set=heldout
@@ -161,9 +167,8 @@ def run_engine(args: argparse.Namespace) -> int:
         raise EdgesortError("`edgesort export engine` needs a BUNDLE")
     if args.precision not in ("fp16", "int8"):
         raise EdgesortError("`edgesort export engine` needs --precision fp16 or int8")
-    from device.engines import DEFAULT_CACHE_DIR, get_or_build_engine, trtexec_command
-
     from device.bundle import verify_bundle
+    from device.engines import DEFAULT_CACHE_DIR, get_or_build_engine, trtexec_command
 
     bundle = verify_bundle(args.bundle)
     cache = args.cache or DEFAULT_CACHE_DIR
