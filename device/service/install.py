@@ -191,6 +191,8 @@ def plan_install(
                           lambda: _chgrp(config_path, user)))
     cred = etc / "edgesort/credentials"
     plan.add(f"create {cred}/ (root only; each file becomes the credential mqtt_<file>)", _mkdir(cred, 0o700))
+    keys = etc / "edgesort/keys"
+    plan.add(f"create {keys}/ (public keys for signed bundles and fleet commands)", _mkdir(keys, 0o755))
 
     for d in (state, *(state / s for s in STATE_SUBDIRS)):
         plan.add(f"create {d}/", _deferred_mkdir(d, 0o750, ids))
