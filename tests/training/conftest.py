@@ -45,3 +45,42 @@ def one_thread() -> None:
 @pytest.fixture
 def tiny_mnist(tmp_path: Path) -> Path:
     return make_mnist(tmp_path / "mnist")
+
+
+def write_cifar_batch(path: Path, data: np.ndarray, labels: list[int], *, bytes_keys: bool = False) -> None:
+    """One batch of the CIFAR-10 python layout: a pickled dict with data (N x C*H*W uint8) and labels."""
+    import pickle
+
+    d = {"batch_label": "tiny", "data": data, "labels": labels, "filenames": [f"{i}.png" for i in labels]}
+    if bytes_keys:  # how Python 2 pickles read back with encoding="bytes"
+        d = {k.encode(): v for k, v in d.items()}
+    path.write_bytes(pickle.dumps(d, protocol=2))
+
+
+def make_cucumber9(root: Path, channels: int, per_class: int = 6, seed: int = 0) -> Path:
+    """CUCUMBER-9 layout: data_batch_1..2, test_batch, batches.meta; 32x32, `channels` 3 or 9."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    names = ["2L", "L", "M", "S", "2S", "BL", "BM", "BS", "C"]
+    for i, name in enumerate(("data_batch_1", "data_batch_2", "test_batch")):
+        labels = [k % 9 for k in range(9 * per_class)]
+        data = rng.integers(0, 60, size=(len(labels), channels, 32, 32), dtype=np.uint8)
+        for n, label in enumerate(labels):
+            data[n, :, 3 * label : 3 * label + 3, :] = 250  # a class-dependent band on every channel
+        write_cifar_batch(root / name, data.reshape(len(labels), -1), labels, bytes_keys=i == 1)
+    (root / "batches.meta").write_bytes(pickle.dumps({"label_names": names, "num_vis": 32 * 32 * channels}))
+    return root
+
+
+def make_image_folder(root: Path, classes: tuple[str, ...] = ("a", "b", "c"), per_class: int = 10) -> Path:
+    from PIL import Image
+
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = np.full((20, 30, 3), 40 * k, dtype=np.uint8)
+            img[:, i] = 255
+            Image.fromarray(img).save(root / name / f"{i:03d}.png")
+    return root

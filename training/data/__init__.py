@@ -105,7 +105,7 @@ class ArrayData(ClassificationData):
 
 
 class FileData(ClassificationData):
-    """Images decoded from files on each access (JPEG/PNG via torchvision.io)."""
+    """Images decoded from files on each access (Pillow, as torchvision's ImageFolder)."""
 
     def __init__(self, info: DataInfo, paths: list[Path], targets: list[int], split: str) -> None:
         super().__init__(info, targets, split)
@@ -115,14 +115,17 @@ class FileData(ClassificationData):
                 raise DataError(f"{info.spec}: image file {p} is missing")
 
     def load(self, index: int) -> torch.Tensor:
-        from torchvision.io import ImageReadMode, decode_image
+        import numpy as np
+        from PIL import Image, UnidentifiedImageError
 
         path = self.paths[index]
-        mode = ImageReadMode.GRAY if self.info.color_order == "GRAY" else ImageReadMode.RGB
         try:
-            return decode_image(str(path), mode=mode)
-        except (RuntimeError, OSError) as exc:
+            with Image.open(path) as img:
+                array = np.asarray(img.convert("L" if self.info.color_order == "GRAY" else "RGB"))
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise DataError(f"cannot decode image {path}: {exc}") from exc
+        tensor = torch.from_numpy(array.copy())
+        return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
