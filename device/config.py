@@ -101,6 +101,13 @@ class MqttConfig(_Section):
     command_keys: list[Path] = Field(default_factory=list, description="Ed25519 public keys for signed commands")
     outbox_max_mb: float = Field(64.0, gt=0)
     outbox_max_age_h: float = Field(168.0, gt=0)
+    outbox_fsync: bool = Field(
+        True, description="fsync each event before it counts as written (survives power loss); false survives "
+        "process crashes only, and is faster on slow eMMC/SD storage",
+    )
+    require_signed_commands: bool = Field(
+        False, description="refuse unsigned pause/resume/snapshot too (set_config is always signed)"
+    )
 
 
 class PathsConfig(_Section):
