@@ -2,6 +2,7 @@
 
     edgesort export CHECKPOINT --out DIR [--precision fp32|fp16|int8] [--calib SPEC] [--sign KEY]
     edgesort export engine BUNDLE --precision fp16|int8 [--dla N] [--cache DIR]
+    edgesort export compare BUNDLE BUNDLE... --data SPEC --json FILE   (precisions side by side)
 
 Registration stays light: torch, onnx and onnxruntime are imported inside the handler.
 """
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 ENGINE_WORD = "engine"
+COMPARE_WORD = "compare"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,13 +24,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="checkpoint -> model bundle (ONNX, parity, FP16/INT8), or bundle -> TensorRT engine",
         usage=(
             "edgesort export CHECKPOINT --out DIR [--precision fp32|fp16|int8] [--calib SPEC] [--sign KEY]\n"
-            "       edgesort export engine BUNDLE --precision fp16|int8 [--dla N] [--cache DIR]"
+            "       edgesort export engine BUNDLE --precision fp16|int8 [--dla N] [--cache DIR]\n"
+            "       edgesort export compare BUNDLE BUNDLE... --data SPEC --json FILE [--iters N]"
         ),
         description="Export a training checkpoint to a bundle the device runs; `export engine` builds a "
         "TensorRT engine from a bundle into the device's engine cache.",
     )
-    p.add_argument("source", metavar="CHECKPOINT|engine", help="checkpoint (.pt), or the word 'engine'")
-    p.add_argument("bundle", nargs="?", metavar="BUNDLE", help="with 'engine': the bundle directory or .tar")
+    p.add_argument(
+        "source", metavar="CHECKPOINT|engine|compare", help="checkpoint (.pt), 'engine' or 'compare'"
+    )
+    p.add_argument("bundles", nargs="*", metavar="BUNDLE", help="with 'engine' or 'compare': bundle(s)")
     p.add_argument("--out", type=Path, help="bundle directory to write")
     p.add_argument(
         "--precision",
@@ -76,6 +81,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="also write model.pt2 (torch.export) for the device's torch backend (fp32 only)",
     )
+    p.add_argument("--json", type=Path, metavar="FILE", help="compare: where to write the results")
+    p.add_argument(
+        "--iters", type=int, default=200, help="compare: timed batch-1 runs per bundle (default 200)"
+    )
+    p.add_argument("--limit", type=int, default=0, help="compare: images for top-1 (default 0 = whole split)")
     p.add_argument("--dla", type=int, default=None, metavar="N", help="engine: Jetson DLA core")
     p.add_argument(
         "--cache",
@@ -92,10 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.source == ENGINE_WORD:
         return run_engine(args)
-    if args.bundle is not None:
-        raise EdgesortError(
-            f"unexpected argument '{args.bundle}' (did you mean `edgesort export engine BUNDLE`?)"
-        )
+    if args.source == COMPARE_WORD:
+        return run_compare(args)
+    if args.bundles:
+        raise EdgesortError(f"unexpected argument '{args.bundles[0]}' (`edgesort export engine BUNDLE`?)")
     if args.out is None:
         raise EdgesortError("--out DIR is required: where to write the bundle")
     if args.dla is not None or args.cache is not None:
@@ -163,14 +173,14 @@ def run_export(args: argparse.Namespace) -> int:
 def run_engine(args: argparse.Namespace) -> int:
     from device.errors import EdgesortError
 
-    if args.bundle is None:
-        raise EdgesortError("`edgesort export engine` needs a BUNDLE")
+    if len(args.bundles) != 1:
+        raise EdgesortError("`edgesort export engine` needs exactly one BUNDLE")
     if args.precision not in ("fp16", "int8"):
         raise EdgesortError("`edgesort export engine` needs --precision fp16 or int8")
     from device.bundle import verify_bundle
     from device.engines import DEFAULT_CACHE_DIR, get_or_build_engine, trtexec_command
 
-    bundle = verify_bundle(args.bundle)
+    bundle = verify_bundle(args.bundles[0])
     cache = args.cache or DEFAULT_CACHE_DIR
     print("equivalent trtexec command:")
     print("  " + trtexec_command(bundle, precision=args.precision, dla_core=args.dla, engine_path=None))
@@ -178,4 +188,26 @@ def run_engine(args: argparse.Namespace) -> int:
         bundle, precision=args.precision, dla_core=args.dla, cache_dir=cache, progress=print
     )
     print(f"engine: {path}")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from device.errors import EdgesortError
+    from export.compare import compare_bundles, markdown_table
+
+    if not args.bundles or args.data is None or args.json is None:
+        raise EdgesortError("`edgesort export compare` needs BUNDLE(s), --data SPEC and --json FILE")
+    res = compare_bundles(
+        [Path(b) for b in args.bundles],
+        args.data,
+        iters=args.iters,
+        threads=max(1, args.threads),
+        limit=args.limit,
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(res, indent=2) + "\n")
+    print(markdown_table(res))
+    print(f"-> {args.json}")
     return 0
