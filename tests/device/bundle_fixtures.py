@@ -28,7 +28,8 @@ def write_linear_onnx(path: Path, *, classes: int = 3, size: int = 8, seed: int 
         [helper.make_tensor_value_info(OUTPUT_NAMES["classify"], TensorProto.FLOAT, [BATCH_DIM, classes])],
         initializer=[w, b],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # IR 8 is what opset 17 needs; onnx's default (the newest IR) is ahead of what onnxruntime reads
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
