@@ -182,8 +182,12 @@ class Outbox:
                 dropped += 1
         if dropped:
             total = self._add_int("dropped_size", dropped)
-            log.warning("outbox full (%.1f MB): dropped the %d oldest events (%d in all)",
-                        self.max_bytes / 2**20, dropped, total)
+            log.warning(
+                "outbox full (%.1f MB): dropped the %d oldest events (%d in all)",
+                self.max_bytes / 2**20,
+                dropped,
+                total,
+            )
 
     def next_after(self, after_id: int, limit: int) -> list[Row]:
         """Up to `limit` stored events with id > after_id, oldest first."""

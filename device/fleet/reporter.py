@@ -36,22 +36,17 @@ from device.fleet.payloads import AlarmEvent, ItemEvent, Status, Telemetry, dump
 
 log = logging.getLogger("edgesort.fleet")
 
-WINDOW = (
-    100  # outbox events handed to paho and not yet acknowledged (also capped by the broker's Receive Maximum)
-)
+WINDOW = 100  # events handed to paho and not yet acknowledged (also capped by the broker's Receive Maximum)
 RESERVED_INFLIGHT = 4  # of the broker's Receive Maximum, kept for status/results beside the event window
 EXTRA_QUEUED = 64  # room in paho's queue for status, results and config/reported beside the event window
 FEED_POLL_S = 0.5  # the feeder wakes on every event/ack/connect; the poll only bounds a missed wake-up
 EXPIRE_PERIOD_S = 60.0  # how often the age bound of the outbox is applied
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 30  # paho's doubling back-off after a lost or refused connection
-RETRY_REFUSED_S = (
-    5.0  # wait after the broker refuses an event with a transient reason (quota, not authorized)
-)
+RETRY_REFUSED_S = 5.0  # wait after the broker refuses an event for a transient reason (quota, not authorized)
 STOP_PUBLISH_TIMEOUT_S = 2.0  # how long stop() waits for `stopped` to be acknowledged before disconnecting
-# PUBACK reasons that will never succeed on a retry: the event is dropped and counted as rejected.
-PERMANENT_REFUSALS = frozenset(
-    {0x90, 0x95, 0x99}
-)  # topic name invalid, packet too large, payload format invalid
+# PUBACK reasons that will never succeed on a retry (topic name invalid, packet too large, payload format
+# invalid): the event is dropped and counted as rejected.
+PERMANENT_REFUSALS = frozenset({0x90, 0x95, 0x99})
 _RESERVED = frozenset({"v", "seq", "device", "site", "stream"})
 THERMAL = Path("/sys/class/thermal")
 MQTT_ERR_SUCCESS, MQTT_ERR_NO_CONN = 0, 4  # paho.mqtt.enums.MQTTErrorCode values (paho is imported lazily)
@@ -389,7 +384,9 @@ class FleetReporter:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            log.error("the broker %s refused the connection: %s", self.cfg.mqtt.url, reason.getName())
+            if not self._down_logged:
+                log.error("the broker %s refused the connection: %s", self.cfg.mqtt.url, reason.getName())
+                self._down_logged = True
             return  # paho retries with back-off; nothing is published on a refused connection
         receive_max = getattr(properties, "ReceiveMaximum", None)
         # The broker's Receive Maximum caps unacknowledged PUBLISHes; keep some of it for status and results.
@@ -417,22 +414,29 @@ class FleetReporter:
         )
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        if not self._down_logged:
+        self._cannot_connect("unreachable")
+
+    def _cannot_connect(self, why: str) -> None:
+        if not self._down_logged:  # once per outage, not at every back-off step
             log.warning(
-                "cannot reach the broker %s; retrying with back-off, events wait in the outbox",
+                "cannot connect to the broker %s (%s); retrying with back-off, events wait in the outbox",
                 self.cfg.mqtt.url,
+                why,
             )
             self._down_logged = True
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        if was:
-            self.disconnects += 1
-        if not self._stop.is_set():
-            log.warning(
-                "disconnected from %s (%s); events wait in the outbox", self.cfg.mqtt.url, reason.getName()
-            )
+        if self._stop.is_set():
+            return
+        if not was:  # the connection failed before CONNACK (TLS refused, broker closed on us)
+            self._cannot_connect(reason.getName())
+            return
+        self.disconnects += 1
+        log.warning(
+            "disconnected from %s (%s); events wait in the outbox", self.cfg.mqtt.url, reason.getName()
+        )
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         # Runs with paho's message lock held: only hand the ack over, never touch the outbox here.

@@ -7,6 +7,7 @@ terminal; watch() connects, feeds it from paho's thread and redraws with rich.li
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from device.fleet import topics
 
 STALE_S = 30.0  # no message for this long: the row is shown as stale (the status may be out of date)
 REFRESH_HZ = 2  # table redraws per second
+PIPED_WIDTH = 200  # columns when stdout is not a terminal
 
 
 @dataclass
@@ -111,7 +113,8 @@ def watch(
     view = FleetView()
     client.on_message = lambda _c, _u, msg: view.update(msg.topic, bytes(msg.payload))
     client.subscribe([(f, 1) for f in topics.fleet_filters(site)])
-    console = console or Console()
+    if console is None:  # piped (logs, CI): wide enough that no column is cut
+        console = Console() if sys.stdout.isatty() else Console(width=PIPED_WIDTH)
     deadline = None if duration is None else time.monotonic() + duration
     try:
         if live:

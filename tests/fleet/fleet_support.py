@@ -249,6 +249,8 @@ class Collector:
     filters: list[str]
     session_expiry_s: int = 0
     tls: Any = None  # ssl.SSLContext
+    username: str | None = None
+    password: str | None = None
     messages: list[Received] = field(default_factory=list)
     connects: int = 0
 
@@ -266,6 +268,8 @@ class Collector:
         self.client.reconnect_delay_set(0.1, 0.5)  # reconnect before the reporter's 1 s minimum back-off
         if self.tls is not None:
             self.client.tls_set_context(self.tls)
+        if self.username is not None:
+            self.client.username_pw_set(self.username, self.password)
         self.client.on_connect = self._on_connect
         self.client.on_socket_open = no_delay
         self.client.on_disconnect = lambda *a: self._connected.clear()
@@ -360,3 +364,35 @@ def dedupe(events: list[Received]) -> tuple[dict[int, dict[str, Any]], int]:
             raw[seq] = m.payload
             by_seq[seq] = doc
     return by_seq, dups
+
+
+class RecordingHandler:
+    """A CommandHandler that records calls; set_config refuses a belt over 3 m/s (a daemon-side rule)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.configs: list[dict[str, Any]] = []
+
+    def pause(self) -> None:
+        self.calls.append("pause")
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+
+    def set_config(self, doc: dict[str, Any]) -> list[str]:
+        self.calls.append("set_config")
+        if doc["line"]["max_belt_speed_mps"] > 3:
+            return ["line.max_belt_speed_mps over 3 m/s needs a restart of the line"]
+        self.configs.append(doc)
+        return []
+
+    def snapshot(self) -> bytes:
+        import cv2
+        import numpy as np
+
+        self.calls.append("snapshot")
+        img = np.zeros((48, 64, 3), np.uint8)
+        img[:, :32] = (0, 200, 0)
+        ok, buf = cv2.imencode(".jpg", img)
+        assert ok
+        return bytes(buf)

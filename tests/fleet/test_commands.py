@@ -15,9 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from fleet_support import Broker, Collector
+from fleet_support import Broker, Collector, RecordingHandler
 
 from device.config import DeviceConfig
 from device.fleet.commands import make_command
@@ -28,37 +27,6 @@ pytestmark = pytest.mark.mqtt
 
 SITE, DEVICE = "test", "cmd-0"
 BASE = f"edgesort/v1/{SITE}/{DEVICE}"
-
-
-class RecordingHandler:
-    """A CommandHandler that records calls; set_config refuses a belt over 3 m/s (a daemon-side rule)."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-        self.configs: list[dict[str, Any]] = []
-
-    def pause(self) -> None:
-        self.calls.append("pause")
-
-    def resume(self) -> None:
-        self.calls.append("resume")
-
-    def set_config(self, doc: dict[str, Any]) -> list[str]:
-        self.calls.append("set_config")
-        if doc["line"]["max_belt_speed_mps"] > 3:
-            return ["line.max_belt_speed_mps over 3 m/s needs a restart of the line"]
-        self.configs.append(doc)
-        return []
-
-    def snapshot(self) -> bytes:
-        import cv2
-
-        self.calls.append("snapshot")
-        img = np.zeros((48, 64, 3), np.uint8)
-        img[:, :32] = (0, 200, 0)
-        ok, buf = cv2.imencode(".jpg", img)
-        assert ok
-        return bytes(buf)
 
 
 @pytest.fixture
