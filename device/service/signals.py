@@ -34,6 +34,13 @@ STACKS_SIGNAL = signal.SIGUSR1
 _FREEZE_POLL_S = 1.0
 
 
+def _caller(frame: FrameType | None) -> str:
+    """file:line of the interrupted code, skipping the stdlib's threading.py (Event.wait) frames."""
+    while frame is not None and frame.f_code.co_filename == threading.__file__:
+        frame = frame.f_back
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "?"
+
+
 class ExitCode(IntEnum):
     """Why the daemon ended (sysexits.h values, which systemd names in `systemctl status`)."""
 
@@ -123,7 +130,7 @@ class ServiceSignals:
             return
         self._frozen = True
         self._thaw.clear()
-        where = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "?"
+        where = _caller(frame)
         log.warning("fault injection: SIGUSR2 froze the main thread at %s; SIGUSR2 again thaws it", where)
         if self.notifier is not None:
             self.notifier.status("main loop frozen by SIGUSR2 (fault injection)")

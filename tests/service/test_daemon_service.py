@@ -14,7 +14,8 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,11 +70,11 @@ def daemon(tmp_path: Path, notify_listener: NotifyListener) -> Iterator[subproce
         proc.wait(STOP_TIMEOUT_S)
 
 
-def _is(field: str) -> object:
+def _is(field: str) -> Callable[[Message], bool]:
     return lambda m: field in m
 
 
-def _status(text: str) -> object:
+def _status(text: str) -> Callable[[Message], bool]:
     return lambda m: text in m.fields.get("STATUS", "")
 
 
@@ -90,12 +91,27 @@ def _fail_with_output(proc: subprocess.Popen[str], what: str) -> None:
         pytest.fail(f"{what}: the daemon exited with {proc.returncode}:\n{_output(proc)[-4000:]}")
 
 
+def _expect(
+    proc: subprocess.Popen[str],
+    listener: NotifyListener,
+    match: Callable[[Message], bool],
+    what: str,
+    timeout: float,
+    after: int = 0,
+) -> tuple[int, Message]:
+    """Wait for a message, but fail at once (with the daemon's output) if the daemon exits meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return listener.wait_for(match, timeout=1.0, after=after)
+        except AssertionError:
+            _fail_with_output(proc, f"waiting for {what}")
+            if time.monotonic() > deadline:
+                raise
+
+
 def test_daemon_under_systemd_notify(daemon: subprocess.Popen[str], notify_listener: NotifyListener) -> None:
-    try:
-        _, ready = notify_listener.wait_for(_is("READY=1"), timeout=START_TIMEOUT_S)
-    except AssertionError:
-        _fail_with_output(daemon, "no READY=1")
-        raise
+    _, ready = _expect(daemon, notify_listener, _is("READY=1"), "READY=1", START_TIMEOUT_S)
     assert ready.pid == daemon.pid  # NotifyAccess=main: systemd ignores other processes
 
     # The cadence: at half the period, never as late as the period (kernel receive timestamps).
@@ -108,13 +124,14 @@ def test_daemon_under_systemd_notify(daemon: subprocess.Popen[str], notify_liste
 
     # Frozen main loop: the pings stop for longer than systemd's timeout.
     daemon.send_signal(signal.SIGUSR2)
-    j, _ = notify_listener.wait_for(_status("frozen by SIGUSR2"), timeout=10, after=first)
+    j, _ = _expect(daemon, notify_listener, _status("frozen by SIGUSR2"), "the freeze", 10, after=first)
     with pytest.raises(AssertionError):
         notify_listener.wait_for(_is("WATCHDOG=1"), timeout=1.5 * WATCHDOG_USEC / 1e6, after=j)
     assert daemon.poll() is None
     daemon.send_signal(signal.SIGUSR2)
-    k, _ = notify_listener.wait_for(_status("thawed"), timeout=10, after=j)
-    notify_listener.wait_for(_is("WATCHDOG=1"), timeout=2 * WATCHDOG_USEC / 1e6, after=k)
+    k, _ = _expect(daemon, notify_listener, _status("thawed"), "the thaw", 10, after=j)
+    _expect(daemon, notify_listener, _is("WATCHDOG=1"), "pings after the thaw", 2 * WATCHDOG_USEC / 1e6,
+            after=k)
 
     # A clean stop: STOPPING=1, then the MCU acknowledges its safe state, then exit 0.
     daemon.send_signal(signal.SIGTERM)

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,11 +41,11 @@ def loop(notify_listener: NotifyListener) -> Iterator[subprocess.Popen[str]]:
     proc.communicate(timeout=STOP_TIMEOUT_S)
 
 
-def _is(field: str) -> object:
+def _is(field: str) -> Callable[[Message], bool]:
     return lambda m: field in m
 
 
-def _status(text: str) -> object:
+def _status(text: str) -> Callable[[Message], bool]:
     return lambda m: text in m.fields.get("STATUS", "")
 
 
