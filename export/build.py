@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
@@ -88,7 +88,6 @@ class ExportResult:
     bundle: Bundle
     parity: dict[str, Any]
     gate: GateReport | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _plain(obj: Any) -> Any:
