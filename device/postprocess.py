@@ -197,19 +197,15 @@ def segment(mask_logits: np.ndarray, transform: ImageTransform, labels: Sequence
     if c > VOID:
         raise ValueError(f"segmentation with {c} classes does not fit a uint8 mask")
     small = mask_logits.argmax(0).astype(np.uint8)
-    fw, fh = transform.frame_w, transform.frame_h
-    # frame pixel -> model pixel is x * scale + pad: with WARP_INVERSE_MAP it samples the model's mask.
-    m = np.array(
-        [[transform.scale_x, 0, transform.pad_x], [0, transform.scale_y, transform.pad_y]], np.float64
-    )
-    mask = cv2.warpAffine(
-        small,
-        m,
-        (fw, fh),
-        flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=VOID,
-    )
+    h, w = small.shape
+    # Each frame pixel takes the class of the model pixel its centre falls in (frame -> model is
+    # x * scale + pad); pixels that fall outside the model's view (a centre crop's edges) are VOID.
+    # Index arithmetic rather than cv2.warpAffine, whose nearest rounding is off by one at half pixels.
+    ys = np.floor((np.arange(transform.frame_h) + 0.5) * transform.scale_y + transform.pad_y).astype(np.int64)
+    xs = np.floor((np.arange(transform.frame_w) + 0.5) * transform.scale_x + transform.pad_x).astype(np.int64)
+    y_ok, x_ok = (ys >= 0) & (ys < h), (xs >= 0) & (xs < w)
+    mask = small[np.clip(ys, 0, h - 1)[:, None], np.clip(xs, 0, w - 1)[None, :]]
+    mask[~(y_ok[:, None] & x_ok[None, :])] = VOID
     counts = np.bincount(mask.ravel(), minlength=256)
     total = float(mask.size)
     names = tuple(labels) if len(labels) == c else tuple(str(i) for i in range(c))
@@ -290,3 +286,20 @@ class Postprocessor:
             float(probs[top[0]]),
             tuple((n, float(probs[i])) for n, i in zip(lab, top, strict=True)),
         )
+
+
+def draw_detections(image: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
+    """A copy of the frame with each detection's box and label (bring-up, docs, `check model --image`)."""
+    out = image.copy()
+    colours = palette(max(2, max((d.index for d in detections), default=0) + 2))
+    thick = max(1, round(min(image.shape[:2]) / 250))
+    for d in detections:
+        x1, y1, x2, y2 = (round(v) for v in d.box)
+        c = tuple(int(v) for v in colours[d.index + 1])
+        cv2.rectangle(out, (x1, y1), (x2, y2), c, thick)
+        text = f"{d.label} {d.score:.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, thick)
+        y = max(y1, th + base)
+        cv2.rectangle(out, (x1, y - th - base), (x1 + tw, y), c, -1)
+        cv2.putText(out, text, (x1, y - base), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, (255, 255, 255), thick)
+    return out

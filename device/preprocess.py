@@ -32,10 +32,10 @@ class ImageTransform:
     def to_frame(self, xyxy: np.ndarray) -> np.ndarray:
         """Map boxes (N, 4) in model-input pixels back to frame pixels, clipped to the frame."""
         out = np.empty_like(xyxy, dtype=np.float32)
-        out[:, [0, 2]] = (xyxy[:, [0, 2]] - self.pad_x) / self.scale_x
-        out[:, [1, 3]] = (xyxy[:, [1, 3]] - self.pad_y) / self.scale_y
-        np.clip(out[:, [0, 2]], 0, self.frame_w, out=out[:, [0, 2]])
-        np.clip(out[:, [1, 3]], 0, self.frame_h, out=out[:, [1, 3]])
+        out[:, 0::2] = (xyxy[:, 0::2] - self.pad_x) / self.scale_x  # x1, x2
+        out[:, 1::2] = (xyxy[:, 1::2] - self.pad_y) / self.scale_y  # y1, y2
+        np.clip(out[:, 0::2], 0, self.frame_w, out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0, self.frame_h, out=out[:, 1::2])
         return out
 
 

@@ -1,6 +1,7 @@
 """Wrap the pretrained FastestDet COCO detector (../shared/data/fastestdet) into an edgesort detect bundle.
 
-    .venv/bin/python scripts/fastestdet_bundle.py ../shared/data/fastestdet runs/fastestdet_bundle
+    .venv/bin/python scripts/fastestdet_bundle.py ../shared/data/fastestdet runs/fastestdet_bundle \
+        --draw docs/fastestdet_boxes.png PHOTO [PHOTO ...]
 
 The ONNX file is used as published (input `input.1`, 1x3x352x352 BGR scaled to 0..1, no mean/std, a stretch
 resize as in the upstream demo; output (1, 85, 22, 22) decoded by device.postprocess's `fastestdet_grid`).
@@ -61,14 +62,70 @@ def make_bundle(
     return write_bundle(out, manifest, {"model.onnx": src / "FastestDet.onnx"})
 
 
+def draw(bundle: Bundle, photos: list[Path], png: Path, columns: int = 2) -> None:
+    """Run the bundle on real photos (onnxruntime, the device's own pre/post-processing) and save a grid."""
+    import cv2
+    import numpy as np
+
+    from device.backends import create_backend
+    from device.frames import Frame
+    from device.pipeline import WholeFrameTask
+    from device.postprocess import draw_detections
+
+    backend = create_backend(bundle, "onnxruntime", threads=1)
+    task = WholeFrameTask(bundle)
+    tiles = []
+    for p in photos:
+        img = cv2.imread(str(p))
+        if img is None:
+            raise SystemExit(f"{p}: not a readable image")
+        frame = Frame(img, 0.0, 0)
+        batch, ctx = task.prepare(frame)
+        dets = task.finish(frame, backend.infer(batch), ctx)
+        print(f"{p.name}: " + ", ".join(f"{d.label} {d.score:.2f}" for d in dets))
+        tile = cv2.resize(
+            draw_detections(
+                cv2.resize(img, (512, 512)), _scaled(dets, 512 / img.shape[1], 512 / img.shape[0])
+            ),
+            (512, 512),
+        )
+        cv2.putText(tile, p.name, (6, 506), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
+        tiles.append(tile)
+    while len(tiles) % columns:
+        tiles.append(np.zeros_like(tiles[0]))
+    rows = [np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)]
+    png.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(png), np.vstack(rows))
+    backend.close()
+    print(f"wrote {png}")
+
+
+def _scaled(dets: list, sx: float, sy: float) -> list:  # type: ignore[type-arg]
+    from dataclasses import replace
+
+    return [replace(d, box=(d.box[0] * sx, d.box[1] * sy, d.box[2] * sx, d.box[3] * sy)) for d in dets]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src", type=Path, help="folder holding FastestDet.onnx and coco.names")
     ap.add_argument("out", type=Path, help="bundle directory to write")
     ap.add_argument("--score-threshold", type=float, default=0.65)
+    ap.add_argument(
+        "--draw",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar=("PNG", "PHOTO"),
+        help="then draw the boxes found on these photos into one PNG (the first path)",
+    )
     args = ap.parse_args()
     b = make_bundle(args.src, args.out, score_threshold=args.score_threshold)
     print(f"wrote {b.root} ({b.manifest.model_id()})")
+    if args.draw:
+        if len(args.draw) < 2:
+            ap.error("--draw takes the PNG to write and at least one photo")
+        draw(b, args.draw[1:], args.draw[0])
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def open_source(
             sim = importlib.import_module("device.sim")
         except ImportError as exc:
             raise CaptureError(f"{uri}: sim:// needs device.sim, which this install lacks ({exc})") from exc
-        source: CaptureSource = sim.open_camera(uri)
+        source: CaptureSource = sim.open_camera(uri, name=name)
         return source
     if scheme in ("", "file"):
         from device.capture.files import FolderSource, VideoFileSource

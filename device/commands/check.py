@@ -178,18 +178,16 @@ def check_bridge(args: argparse.Namespace) -> int:
         with link_mod.BridgeLink(
             port, baud=b.baud, ack_timeout_s=b.ack_timeout_ms / 1e3, retries=b.retries
         ) as link:
-            t0 = time.monotonic()
+            print(f"  mcu      {link.info}")
+            print(f"  status   {link.status()}")
             rtts = []
-            end = t0 + args.seconds
+            end = time.monotonic() + args.seconds
             while time.monotonic() < end:
-                t = time.perf_counter()
-                status = link.status()
-                rtts.append((time.perf_counter() - t) * 1e3)
-                time.sleep(0.05)  # a status poll every 50 ms: enough samples without flooding the link
+                rtts.append(link.ping() * 1e3)
+                time.sleep(0.05)  # a ping every 50 ms: enough samples without crowding the link
             rtts.sort()
-            print(f"  status   {status}")
             print(
-                f"  round    {rtts[len(rtts) // 2]:.2f} ms median, {rtts[-1]:.2f} ms max, {len(rtts)} polls"
+                f"  ping     {rtts[len(rtts) // 2]:.2f} ms median, {rtts[-1]:.2f} ms max, {len(rtts)} pings"
             )
             print(f"  counters {link.counters}")
     except link_mod.BridgeError as exc:

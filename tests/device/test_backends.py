@@ -146,7 +146,7 @@ def test_device_runtime_never_imports_torch_at_module_level():
         "import device.backends, device.backends.base, device.backends.onnxruntime\n"
         "import device.backends.torch_backend, device.backends.tensorrt\n"
         "import device.pipeline, device.preprocess, device.postprocess, device.capture\n"
-        "import device.commands.check\n"
+        "import device.commands.check, device.commands.bench\n"
         "bad = [m for m in ('torch', 'torchvision', 'training', 'export', 'onnxruntime', 'tensorrt') "
         "if m in sys.modules]\n"
         "assert not bad, bad\n"

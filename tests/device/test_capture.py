@@ -207,3 +207,126 @@ def test_views_of_one_exposure_are_kept_together():
         got = [cap.get(0.1) for _ in range(3)]
         assert [(f.seq, f.view) for f in got if f] == [(2, 0), (2, 1)]
         assert cap.stats()["dropped"] == 4
+
+
+class MjpegServer:
+    """A real HTTP MJPEG camera (multipart/x-mixed-replace, as IP cameras serve it) on localhost.
+
+    `pause` keeps the connection open but sends nothing (a hung camera); `stop` closes the port."""
+
+    def __init__(self, port: int = 0):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                i = 0
+                try:
+                    while not outer.halted:
+                        if outer.paused:
+                            time.sleep(0.05)
+                            continue
+                        img = np.full((48, 64, 3), i % 250, np.uint8)
+                        jpg = cv2.imencode(".jpg", img)[1].tobytes()
+                        head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpg)
+                        self.wfile.write(head + jpg + b"\r\n")
+                        i += 1
+                        time.sleep(0.02)  # 50 fps
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.halted = False
+        self.paused = False
+        self.srv = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.srv.daemon_threads = True
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def stop(self):
+        self.halted = True
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def wait_for(cap, cond, seconds):
+    deadline = time.monotonic() + seconds
+    while not cond() and time.monotonic() < deadline:
+        cap.get(0.1)
+    return cond()
+
+
+@pytest.mark.timeout(60)
+def test_a_network_camera_that_vanishes_is_reopened_when_it_comes_back():
+    server = MjpegServer()
+    src = open_source(server.uri, name="ipcam")
+    with CaptureThread(src, stall_timeout_s=1.0, backoff_first_s=0.1, backoff_max_s=0.4) as cap:
+        assert cap.get(5.0) is not None
+        server.stop()
+        assert wait_for(cap, lambda: cap.stats()["state"] == "reopening", 10)
+        server = MjpegServer(server.port)  # the camera is back on the same address
+        try:
+            assert wait_for(
+                cap, lambda: cap.stats()["reopens"] >= 1 and cap.stats()["state"] == "running", 15
+            )
+            assert cap.get(5.0) is not None
+        finally:
+            server.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_hung_network_camera_times_out_instead_of_blocking_forever():
+    server = MjpegServer()
+    src = open_source(server.uri)
+    try:
+        src.open()
+        assert src.read(1.0) is not None
+        server.paused = True
+        t0 = time.monotonic()
+        with pytest.raises(CaptureError, match="no frame"):
+            for _ in range(1000):
+                src.read(1.0)
+        assert time.monotonic() - t0 < 30  # bounded by the FFmpeg read timeout, not forever
+    finally:
+        src.close()
+        server.stop()
+
+
+def test_unreachable_stream_and_missing_camera_are_clear_errors():
+    with pytest.raises(CaptureError, match="cannot open the stream"):
+        open_source("rtsp://user:secret@127.0.0.1:1/live").open()
+    try:
+        open_source("rtsp://user:secret@127.0.0.1:1/live").open()
+    except CaptureError as exc:
+        assert "secret" not in str(exc)
+    with pytest.raises(CaptureError, match="no such device"):
+        open_source("v4l2:///dev/video99").open()
+
+
+def test_csi_builds_the_argus_pipeline_and_says_when_opencv_lacks_gstreamer():
+    from device.capture.cameras import CsiSource, argus_pipeline
+
+    src = open_source("csi://1?flip=2", width=1920, height=1080, fps=29.97)
+    assert isinstance(src, CsiSource)
+    assert src.pipeline == argus_pipeline(1, 1920, 1080, 29.97, 2)
+    assert src.pipeline.startswith(
+        "nvarguscamerasrc sensor-id=1 ! video/x-raw(memory:NVMM), width=(int)1920, "
+    )
+    assert "framerate=(fraction)30000/1001" in src.pipeline and "nvvidconv flip-method=2" in src.pipeline
+    assert src.pipeline.endswith("format=(string)BGR ! appsink drop=true max-buffers=1 sync=false")
+    if "GStreamer:                   YES" not in cv2.getBuildInformation():
+        with pytest.raises(CaptureError, match="no GStreamer support"):
+            src.open()
+    with pytest.raises(CaptureError, match="flip must be"):
+        open_source("csi://0?flip=9")

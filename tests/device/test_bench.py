@@ -1,0 +1,86 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from runtime_fixtures import colour_images, tiny_bundle
+
+pytest.importorskip("onnxruntime")
+
+
+def edgesort(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "device.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_bench_model_times_every_present_backend_and_says_why_others_are_skipped(tmp_path):
+    b = tiny_bundle(tmp_path)
+    out = tmp_path / "model.json"
+    r = edgesort(
+        "bench",
+        "model",
+        str(b.root),
+        "--batch",
+        "1",
+        "4",
+        "--iters",
+        "5",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    rows = {(x["backend"], x["batch"]): x for x in doc["results"]}
+    assert {("onnxruntime", 1), ("onnxruntime", 4)} <= set(rows)
+    assert all(x["median_ms"] <= x["p99_ms"] and x["n"] == 5 for x in rows.values())
+    assert "tensorrt" in doc["skipped"]  # absent here; the reason is recorded, not hidden
+
+
+def test_bench_pipeline_compares_bare_and_pipelined_runs_on_the_same_frames(tmp_path):
+    b = tiny_bundle(tmp_path)
+    colour_images(tmp_path / "imgs", 6)
+    out = tmp_path / "pipe.json"
+    r = edgesort(
+        "bench",
+        "pipeline",
+        str(b.root),
+        "--source",
+        f"{tmp_path / 'imgs'}?fps=0",
+        "--json",
+        str(out),
+        "--seconds",
+        "1",
+        "--rounds",
+        "2",
+        "--bare-seconds",
+        "0.3",
+        "--threads",
+        "1",
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["frames"] == 6 and len(doc["efficiency_per_round"]) == 2 and len(doc["bare_fps_runs"]) == 3
+    assert doc["pipeline_fps"] > 0 and doc["bare_fps"] > 0 and doc["efficiency"] > 0
+    assert doc["pipeline"]["errors"] == 0 and doc["pipeline"]["frames_out"] > 0
+    assert doc["memory"]["peak_mb"] > 0 and doc["memory"]["samples"] >= 1
+    assert out.with_suffix(".png").is_file()
+
+
+def test_bench_delegates_lazily_and_names_a_missing_module():
+    for name, module in (
+        ("outbox", "device.fleet.bench"),
+        ("bridge", "firmware_bridge.bench"),
+        ("sort", "device.sorting.bench"),
+    ):
+        r = edgesort("bench", name, "--help")
+        if r.returncode == 0:
+            assert f"usage: edgesort bench {name}" in r.stdout
+        else:
+            assert f"this benchmark needs {module}" in r.stderr and "Traceback" not in r.stderr
+    r = edgesort("--help")
+    assert r.returncode == 0 and "bench" in r.stdout
