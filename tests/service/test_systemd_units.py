@@ -135,3 +135,12 @@ def test_state_layout_is_documented() -> None:
 @pytest.mark.parametrize("name", ["edgesort.service", "99-edgesort-mcu.rules", "config.yaml", "README.md"])
 def test_shipped_files_exist(name: str) -> None:
     assert (SYSTEMD / name).is_file()
+
+
+def test_exec_start_pre_accepts_the_example_config() -> None:
+    """The unit's own ExecStartPre= command line, run on the shipped example config."""
+    pre = _directives((SYSTEMD / "edgesort.service").read_text())["ExecStartPre"][0].split()
+    assert pre[-1] == "/etc/edgesort/config.yaml"
+    argv = [str(edgesort_executable()), *pre[1:-1], str(SYSTEMD / "config.yaml")]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
