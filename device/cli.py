@@ -38,9 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(verbosity: int) -> None:
-    """One line per event on stderr (journald adds its own timestamps under systemd)."""
-    level = logging.WARNING - 10 * min(verbosity, 2) if verbosity else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    """One line per event on stderr (journald adds its own timestamps under systemd); -v for debug."""
+    from device.service.journal import formatter_for
+
+    level = logging.DEBUG if verbosity else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter_for(sys.stderr))  # journald priorities when stderr is the journal
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,7 @@ class ModelConfig(_Section):
 
 
 class GateConfig(_Section):
-    id: int = Field(ge=1, le=8, description="gate number on the MCU (1-based)")
+    id: int = Field(ge=0, le=7, description="gate output on the MCU (0-based, as in firmware_bridge/PROTOCOL.md)")
     distance_mm: float = Field(gt=0, description="from the camera's optical axis to the gate, along the belt")
     pulse_ms: int = Field(40, ge=1, le=1000, description="how long the gate is energised")
 
@@ -64,7 +64,7 @@ class LineConfig(_Section):
     )
     gates: list[GateConfig] = Field(
         default_factory=lambda: [
-            GateConfig(id=i + 1, distance_mm=400.0 + 100.0 * i) for i in range(8)
+            GateConfig(id=i, distance_mm=400.0 + 100.0 * i) for i in range(8)
         ],
         min_length=1,
     )
@@ -73,7 +73,7 @@ class LineConfig(_Section):
 
 class SortingConfig(_Section):
     grade_to_gate: dict[str, int] = Field(
-        default_factory=lambda: {"2L": 1, "L": 2, "M": 3, "S": 4, "2S": 5, "BL": 6, "BM": 7, "BS": 8},
+        default_factory=lambda: {"2L": 0, "L": 1, "M": 2, "S": 3, "2S": 4, "BL": 5, "BM": 6, "BS": 7},
         description="grade -> gate id; a grade not listed goes to the default bin",
     )
     confidence_floor: float = Field(0.6, ge=0, le=1, description="below this the item is 'uncertain'")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EdgesortError(Exception):
     """Base class: the message is shown to the user as is, without a traceback."""
@@ -32,7 +34,7 @@ class MissingDependencyError(EdgesortError):
         self.module = module
 
 
-def require(module: str, feature: str, hint: str = ""):  # type: ignore[no-untyped-def]
+def require(module: str, feature: str, hint: str = "") -> Any:
     """Import an optional heavy module inside the code that needs it, or raise one clear sentence."""
     import importlib
 

@@ -75,6 +75,13 @@ def register(subparsers: Any) -> None:
         help="replay rate; 0 = twice the bare rate (a camera faster than the model)",
     )
     q.add_argument("--queue-size", type=int, default=2)
+    q.add_argument(
+        "--task",
+        choices=("whole", "sorter"),
+        default="whole",
+        help="whole: the bundle on whole frames; sorter: the sorter's item crops (classify)",
+    )
+    q.add_argument("--batch", type=int, default=8, help="largest batch of item crops (--task sorter)")
     q.set_defaults(func=bench_pipeline)
 
     for name, (module, what) in DELEGATES.items():
@@ -335,21 +342,27 @@ def _collect_frames(uri: str, n: int) -> list[Any]:
         pass
     finally:
         src.close()
+        twin = getattr(src, "twin", None)
+        if twin is not None:
+            twin.stop()  # the twin's world thread would keep running and compete with the timed runs
     if not frames:
         raise EdgesortError(f"{uri}: the source gave no frame")
     return frames
 
 
 def _bare_run(backend: Any, batches: list[Any], seconds: float) -> tuple[float, list[float]]:
+    """Frames per second of inference alone, cycling through the prepared batches."""
     lat = []
     n = 0
     t0 = time.perf_counter()
     while True:
         b = batches[n % len(batches)]
+        n += 1
+        if b is None:
+            continue
         t = time.perf_counter()
         backend.infer(b)
         lat.append((time.perf_counter() - t) * 1e3)
-        n += 1
         if time.perf_counter() - t0 >= seconds and n >= len(batches):
             break
     return n / (time.perf_counter() - t0), lat
@@ -361,7 +374,8 @@ def bench_pipeline(args: argparse.Namespace) -> int:
     from device.backends import create_backend
     from device.bundle import verify_bundle
     from device.capture.files import ReplaySource
-    from device.pipeline import Pipeline, WholeFrameTask
+    from device.errors import EdgesortError
+    from device.pipeline import Pipeline
     from device.sorting.line import resolve_bundle_path
 
     sampler = RssSampler().start()
@@ -372,9 +386,12 @@ def bench_pipeline(args: argparse.Namespace) -> int:
     print(f"{len(images)} frames {w}x{h} from {args.source}; {bundle.manifest.model_id()} on {backend.name}")
 
     # The same frames, prepared beforehand, for the bare backend.
-    task = WholeFrameTask(bundle, queue_size=args.queue_size)
-    batches = [np.array(task.prepare(_as_frame(img))[0]) for img in images]
-    for b in batches[:3]:
+    task = _task(args, bundle)
+    # A frame with nothing to infer (no item in view) costs the bare backend nothing: None stays None.
+    batches = [_copy(task.prepare(_as_frame(img))[0]) for img in images]
+    if all(b is None for b in batches):
+        raise EdgesortError(f"{args.source}: none of the {len(images)} frames gives the model anything to do")
+    for b in [b for b in batches if b is not None][:3]:
         backend.infer(b)  # warm-up beyond the constructor's: first runs on real data shapes
     # Rounds of bare, pipeline, bare, ...: on a shared machine the load changes by the minute, so each
     # pipeline segment is compared with the bare runs just before and after it (side by side).
@@ -440,7 +457,9 @@ def bench_pipeline(args: argparse.Namespace) -> int:
         "backend": backend.name,
         "threads": args.threads,
         "source": args.source,
+        "task": args.task,
         "frames": len(images),
+        "frames_with_inference": sum(b is not None for b in batches),
         "frame_size": [w, h],
         "replay_fps": round(src_fps, 1),
         "seconds": args.seconds,
@@ -471,6 +490,22 @@ def bench_pipeline(args: argparse.Namespace) -> int:
     if _histogram(png, np.array(bare_lat), np.concatenate(infer_lat), np.concatenate(total_lat), doc):
         print(f"wrote {png}")
     return 0
+
+
+def _task(args: argparse.Namespace, bundle: Any) -> Any:
+    if args.task == "sorter":
+        from device.sorting.sorter import SortingTask  # the daemon's own FrameTask: crops of located items
+
+        return SortingTask(bundle.manifest, args.batch)
+    from device.pipeline import WholeFrameTask
+
+    return WholeFrameTask(bundle, queue_size=args.queue_size)
+
+
+def _copy(batch: Any) -> Any:
+    import numpy as np
+
+    return None if batch is None else np.array(batch)
 
 
 def _as_frame(img: Any) -> Any:

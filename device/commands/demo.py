@@ -111,6 +111,7 @@ def run_demo(args: argparse.Namespace) -> int:
         report["model"] = line.bundle.manifest.model_id() if line.bundle else ""
         report["twin"] = cfg.cameras[0].uri
         report["outbox"] = str(cfg.paths.outbox)
+        report["item_events"] = line.item_events
     finally:
         line.close()
     summary = {k: report[k] for k in ("items_total", "items_correct", "sort_accuracy", "classification_accuracy",

@@ -68,9 +68,8 @@ def run_daemon(args: argparse.Namespace) -> int:
             code = exit_code_for(exc)
         finally:
             notifier.stopping()
-            safe = line.link is not None and line.link.connected
             line.close()
-            if safe:
+            if line.mcu_safe:
                 notifier.status(STATUS_MCU_SAFE)
                 log.info("%s", STATUS_MCU_SAFE)
         return int(code)

@@ -10,7 +10,7 @@ from device.sim.twin import Twin, TwinParams
 __all__ = ["MultiViewCamera", "SimCamera", "Twin", "TwinParams", "open_camera", "register_twin"]
 
 _twins: dict[str, Twin] = {}
-DEFAULT_GATES_MM = {i + 1: 400.0 + 100.0 * i for i in range(8)}
+DEFAULT_GATES_MM = {i: 400.0 + 100.0 * i for i in range(8)}
 
 
 def _key(uri: str) -> tuple[str, int]:

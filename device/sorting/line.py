@@ -46,6 +46,8 @@ class SortingLine:
         self.bundle: Bundle | None = None
         self.latest_frame: Frame | None = None
         self.started_ts = 0.0
+        self.mcu_safe = False  # set once the MCU acknowledged SAFE on the way out
+        self.item_events = 0  # item events handed to the reporter (each got a seq)
 
     # -- start ------------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -69,6 +71,8 @@ class SortingLine:
         from device.pipeline import Pipeline
 
         self.pipeline = Pipeline(source, self.backend, task, self._consume)
+        if self.twin:  # the belt starts moving only once everything that watches it is up
+            self.twin.start()
         self.pipeline.start()
         self.started_ts = time.monotonic()
 
@@ -97,7 +101,6 @@ class SortingLine:
         else:
             self.port = self.cfg.bridge.port
         if self.twin:
-            self.twin.start()
             return open_camera(cam.uri, name=cam.name)
         return open_source(cam.uri, name=cam.name, width=cam.width, height=cam.height, fps=cam.fps)
 
@@ -137,6 +140,7 @@ class SortingLine:
 
     def _report_item(self, o: ItemOutcome, frame: Frame) -> None:
         if self.reporter is not None:
+            self.item_events += 1
             self.reporter.item_event({**o.event(), "model": self.bundle.manifest.model_id() if self.bundle else ""})
 
     def _alarm(self, kind: str, message: str, **fields: Any) -> None:
@@ -199,10 +203,16 @@ class SortingLine:
         return bytes(jpg)
 
     # -- stop -------------------------------------------------------------------------------------------
+    def _make_safe(self) -> None:
+        if self.link is not None and self.link.connected:
+            self.link.safe_state()  # raises unless the MCU acknowledged: flushed queue, gates de-energised
+            self.mcu_safe = True
+
     def close(self) -> None:
         """Reverse order; every step runs even when an earlier one fails, and the MCU ends safe."""
         steps = [
             ("pipeline", lambda: self.pipeline and self.pipeline.stop()),
+            ("MCU safe state", self._make_safe),
             ("link", lambda: self.link and self.link.close()),
             ("reporter", lambda: self.reporter and self.reporter.stop()),
             ("twin", lambda: self.twin and self.twin.stop()),

@@ -41,7 +41,8 @@ class SortingTask:
     def __init__(self, manifest: Manifest, max_batch: int) -> None:
         if manifest.task != "classify":
             raise ValueError(f"the sorter needs a classify bundle, {manifest.name} is a {manifest.task} model")
-        self.pre = Preprocessor(manifest.input, max_batch)
+        # the pipeline keeps up to queue_size + 2 prepared batches alive; the ring must outlast them
+        self.pre = Preprocessor(manifest.input, max_batch, ring=8)
         self.max_batch = max_batch
         out = manifest.outputs[0]
         self.output = out.name

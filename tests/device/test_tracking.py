@@ -48,7 +48,7 @@ def test_decision_averages_frames_and_respects_the_floor():
     t = next(iter(tr.tracks.values()))
     cfg = SortingConfig()
     d = decide(t, LABELS, cfg)
-    assert (d.grade, d.gate, d.frames) == ("S", 4, 2)
+    assert (d.grade, d.gate, d.frames) == ("S", 3, 2)
     assert abs(d.confidence - 0.7) < 1e-6
     assert decide(t, LABELS, SortingConfig(confidence_floor=0.8)).grade == UNCERTAIN
 
