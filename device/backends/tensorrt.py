@@ -55,10 +55,11 @@ class TensorRTBackend:
             raise MissingDependencyError(
                 "tensorrt", "the tensorrt backend", "install JetPack (TensorRT) and pycuda"
             )
-        trt = require("tensorrt", "the tensorrt backend", "install JetPack, which brings TensorRT")
+        import tensorrt as trt  # here, not at module level: present only on JetPack / GPU machines
+
         cuda = require("pycuda.driver", "the tensorrt backend", "pip install pycuda")
         engines = require("device.engines", "the tensorrt backend", "this install lacks device/engines.py")
-        self._trt, self._cuda = trt, cuda
+        self._cuda = cuda
         cuda.init()
         # The primary context is shared with anything else on this GPU; pushing it per call makes the backend
         # usable from the pipeline's infer thread, which is not the thread that built it.
@@ -98,7 +99,9 @@ class TensorRTBackend:
         warm_up(self, (spec.channels, spec.height, spec.width), opts.warmup)
 
     def _allocate(self) -> int:
-        trt, cuda, engine = self._trt, self._cuda, self.engine
+        import tensorrt as trt
+
+        cuda, engine = self._cuda, self.engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         if self._input not in names:
             raise BackendError(f"the engine has no input '{self._input}' (its tensors: {names})")
