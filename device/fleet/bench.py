@@ -1,9 +1,11 @@
 """`edgesort bench outbox`: durable events per second through the outbox, as JSON.
 
-Two figures per durability setting (mqtt.outbox_fsync true/false), measured side by side in one run:
-- append: item_event() alone (no broker): how fast events become durable on this disk;
+Three figures per durability setting (mqtt.outbox_fsync true/false), measured side by side in one run:
+- append: item_event() alone (no broker, as in an outage): how fast events become durable on this disk;
 - end to end: item_event() -> SQLite -> publish -> PUBACK -> delete, through a real broker, timed from the
-  first event to the moment the outbox is empty again.
+  first event to the moment the outbox is empty again;
+- replay: a restart that finds the append step's backlog on disk, timed from start() until it is all
+  acknowledged (connection set-up included).
 Without --broker a private mosquitto is started on a free port when one is installed.
 """
 
@@ -103,12 +105,33 @@ def _pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000.0
 
 
+def _connected(rep: Any, url: str) -> Any:
+    rep.start()
+    deadline = time.monotonic() + BROKER_START_S
+    while not rep.connected and time.monotonic() < deadline:
+        time.sleep(0.02)  # waiting for the first CONNACK
+    if not rep.connected:
+        rep.stop(drain_s=0)
+        raise EdgesortError(f"cannot connect to {url} for the benchmark")
+    return rep
+
+
+def _drained(rep: Any, n: int, t0: float) -> float:
+    if not rep.wait_idle(DRAIN_TIMEOUT_S):
+        rep.stop(drain_s=0)
+        raise EdgesortError(f"the broker did not acknowledge {n} events within {DRAIN_TIMEOUT_S:.0f} s")
+    dt = time.perf_counter() - t0
+    rep.stop(drain_s=0)
+    return round(n / dt, 1)
+
+
 def _measure(root: Path, url: str | None, fsync: bool, n: int) -> dict[str, Any]:
     from device.fleet.reporter import FleetReporter
 
     out: dict[str, Any] = {"fsync": fsync}
-    state = root / f"append-{fsync}"
-    rep = FleetReporter(_config(state, None, fsync), versions={}, telemetry=dict)
+    # 1. append only: no broker, the backlog grows as during an outage
+    backlog = root / f"backlog-{fsync}"
+    rep = FleetReporter(_config(backlog, None, fsync), versions={}, telemetry=dict)
     t0 = time.perf_counter()
     lat = _emit(rep, n)
     dt = time.perf_counter() - t0
@@ -117,26 +140,22 @@ def _measure(root: Path, url: str | None, fsync: bool, n: int) -> dict[str, Any]
         append_events_per_s=round(n / dt, 1),
         append_p50_ms=round(_pct(lat, 0.5), 3),
         append_p99_ms=round(_pct(lat, 0.99), 3),
+        end_to_end_events_per_s=None,
+        replay_events_per_s=None,
     )
     if url is None:
-        out["end_to_end_events_per_s"] = None
         return out
-    rep = FleetReporter(_config(root / f"e2e-{fsync}", url, fsync), versions={}, telemetry=dict)
-    rep.start()
-    deadline = time.monotonic() + BROKER_START_S
-    while not rep.connected and time.monotonic() < deadline:
-        time.sleep(0.05)  # waiting for the first CONNACK
-    if not rep.connected:
-        rep.stop(drain_s=0)
-        raise EdgesortError(f"cannot connect to {url} for the benchmark")
+    # 2. end to end: emit as fast as possible while connected, until the broker has acknowledged everything
+    rep = _connected(
+        FleetReporter(_config(root / f"e2e-{fsync}", url, fsync), versions={}, telemetry=dict), url
+    )
     t0 = time.perf_counter()
     _emit(rep, n)
-    drained = rep.wait_idle(DRAIN_TIMEOUT_S)
-    dt = time.perf_counter() - t0
-    rep.stop(drain_s=0)
-    if not drained:
-        raise EdgesortError(f"the broker did not acknowledge {n} events within {DRAIN_TIMEOUT_S:.0f} s")
-    out["end_to_end_events_per_s"] = round(n / dt, 1)
+    out["end_to_end_events_per_s"] = _drained(rep, n, t0)
+    # 3. replay: a restart with the backlog of step 1 on disk, from CONNACK until the outbox is empty
+    rep = FleetReporter(_config(backlog, url, fsync), versions={}, telemetry=dict)
+    t0 = time.perf_counter()
+    out["replay_events_per_s"] = _drained(_connected(rep, url), n, t0)
     return out
 
 

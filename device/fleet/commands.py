@@ -282,19 +282,12 @@ class CommandProcessor:
             self._answer(msg, res)
         return res
 
+    def _reply_topic_ok(self, rt: str) -> bool:
+        return rt.startswith(self.topics.result_prefix) and not any(c in rt for c in "+#")
+
     def _answer(self, msg: Incoming, res: CommandResult) -> None:
         rt = msg.response_topic
-        if rt is None or not rt.startswith(self.topics.result_prefix) or any(c in rt for c in "+#"):
-            if rt is not None:
-                res = res.model_copy(
-                    update={
-                        "ok": False,
-                        "reasons": [
-                            *res.reasons,
-                            f"response topic {rt[:200]!r} is not under {self.topics.result_prefix}",
-                        ],
-                    }
-                )
+        if rt is None or not self._reply_topic_ok(rt):
             rt = self.topics.result(res.verb if res.verb in topics.VERBS else "unknown")
         try:
             self._reply(rt, dumps(res), msg.correlation)
@@ -303,6 +296,9 @@ class CommandProcessor:
 
     def _check(self, msg: Incoming, now: float) -> CommandBody:
         verb = self._verb_of(msg.topic)
+        rt = msg.response_topic
+        if rt is not None and not self._reply_topic_ok(rt):  # else a sender picks where the device publishes
+            raise RefusedError(f"response topic {rt[:200]!r} is not under {self.topics.result_prefix}")
         if verb not in topics.VERBS:
             raise RefusedError(f"unknown verb {verb[:64]!r}; known: {', '.join(topics.VERBS)}")
         if len(msg.payload) > MAX_COMMAND_BYTES:

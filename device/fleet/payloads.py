@@ -200,3 +200,15 @@ def dumps(payload: BaseModel | dict[str, Any]) -> bytes:
 
 def schema_json(name: str) -> str:
     return json.dumps(SCHEMAS[name].model_json_schema(), indent=2, sort_keys=True)
+
+
+def schema_markdown() -> str:
+    """The "Payload schemas" section of docs/MQTT.md (`python -m device.fleet.payloads` prints it)."""
+    parts = []
+    for name in SCHEMAS:
+        parts.append(f"### {name}\n\n```json\n{schema_json(name)}\n```\n")
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(schema_markdown(), end="")

@@ -128,16 +128,16 @@ def telemetry_payload(
         "mqtt": mqtt,
         "commands": commands,
     }
-    if temperatures:
-        own["temperatures_c"] = temperatures
+    read = {"temperatures_c": temperatures} if temperatures else {}  # the daemon's own reading wins
     if isinstance(snapshot, Exception):
         return dumps(
-            Telemetry.model_validate({**own, "snapshot_error": f"snapshot failed: {snapshot}"[:500]})
+            Telemetry.model_validate({**read, **own, "snapshot_error": f"snapshot failed: {snapshot}"[:500]})
         )
     try:
         clean = json.loads(json.dumps(snapshot, default=_plain, allow_nan=False))
-        merged = {"temperatures_c": temperatures, **clean, **own} if temperatures else {**clean, **own}
-        return dumps(Telemetry.model_validate(merged))
+        if not isinstance(clean, dict):
+            raise TypeError(f"the snapshot is a {type(snapshot).__name__}, not a dict")
+        return dumps(Telemetry.model_validate({**read, **clean, **own}))
     except (TypeError, ValueError) as exc:  # ValidationError is a ValueError
         reason = (
             "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -145,7 +145,7 @@ def telemetry_payload(
             else str(exc)
         )
         return dumps(
-            Telemetry.model_validate({**own, "snapshot_error": f"snapshot left out: {reason}"[:500]})
+            Telemetry.model_validate({**read, **own, "snapshot_error": f"snapshot left out: {reason}"[:500]})
         )
 
 

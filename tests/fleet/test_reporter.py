@@ -140,6 +140,9 @@ def test_telemetry_payload_is_pure_and_keeps_its_own_figures_when_the_snapshot_i
     assert failed["snapshot_error"] == "snapshot failed: camera gone"
     own_wins = json.loads(telemetry_payload({"session": 99, "fps": 1.0}, **common))
     assert own_wins["session"] == 3  # the daemon cannot overwrite the reporter's own fields
+    theirs = json.loads(telemetry_payload({"temperatures_c": {"GPU-therm": 50.0}}, **common))
+    assert theirs["temperatures_c"] == {"GPU-therm": 50.0}  # the daemon's own reading wins over sysfs
+    assert "not a dict" in json.loads(telemetry_payload([1, 2], **common))["snapshot_error"]  # type: ignore[arg-type]
 
 
 def test_bad_events_are_one_clear_error_and_consume_no_seq(tmp_path: Path) -> None:
