@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 CLOCK_WINDOW_S = 2.0  # clock offset = the min-RTT heartbeat sample within this window (tracks drift)
 ENCODER_WINDOW = 400  # encoder samples kept (4 s at the default 10 ms stream period)
 READ_TIMEOUT_S = 0.02  # reader thread poll, so close() returns promptly
+# An Arduino resets when its port is opened (DTR) and its bootloader listens for ~1-2 s before the firmware
+# answers, so connect() keeps saying HELLO this long.
+CONNECT_TIMEOUT_S = 3.0
 
 
 class BridgeError(IOError):
@@ -81,6 +84,7 @@ class McuInfo:
 
 @dataclass
 class _Pending:
+    msg_type: int
     event: threading.Event = field(default_factory=threading.Event)
     reply: p.Frame | None = None
     rx_ts: float = 0.0
@@ -120,12 +124,14 @@ class BridgeLink:
         retries: int = p.RETRIES,
         *,
         heartbeat_s: float = p.HEARTBEAT_PERIOD_S,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
     ) -> None:
         self.url = url
         self.baud = baud
         self.ack_timeout_s = ack_timeout_s
         self.retries = retries
         self.heartbeat_s = heartbeat_s
+        self.connect_timeout_s = connect_timeout_s
         self.info: McuInfo | None = None
         self.epoch = 0  # +1 at every MCU boot seen; counts of different epochs are unrelated
         self.last_heartbeat_ts = 0.0  # host time of the last heartbeat the MCU answered (for the watchdog)
@@ -181,9 +187,16 @@ class BridgeLink:
             self._port.reset_input_buffer()
         self._reader = threading.Thread(target=self._read_loop, name="bridge-reader", daemon=True)
         self._reader.start()
+        deadline = time.monotonic() + self.connect_timeout_s
         try:
             self._write(b"\x00")  # ends any partial frame the MCU holds, so our first frame parses
-            self._hello()
+            while True:
+                try:
+                    self._hello()
+                    break
+                except BridgeTimeout:
+                    if time.monotonic() >= deadline:
+                        raise
         except BridgeError:
             self._shutdown_threads()
             raise
@@ -399,7 +412,7 @@ class BridgeLink:
             raise self._failure
         seq = self._next_seq()
         frame = p.encode(msg_type, seq, payload)
-        pend = _Pending()
+        pend = _Pending(msg_type)
         self._pending[seq] = pend
         try:
             for attempt in range(self.retries + 1):
@@ -557,7 +570,11 @@ class BridgeLink:
             self._reset_sync()
             log.warning("the MCU rebooted (reset cause 0x%02x): its queue is lost", b["reset_cause"])
             self._emit("mcu_reset", {"reset_cause": b["reset_cause"], "epoch": self.epoch})
-            self._flag_relink()
+            hello_in_flight = any(
+                pp.msg_type == MsgType.HELLO and not pp.event.is_set() for pp in list(self._pending.values())
+            )
+            if not hello_in_flight:  # else that HELLO reaches the new boot and links it
+                self._flag_relink()
             return
         if self._last_mcu_seq is not None and f.seq != (self._last_mcu_seq + 1) & 0xFFFF:
             self._counters["seq_gaps"] += 1
