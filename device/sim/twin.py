@@ -52,6 +52,7 @@ class TwinParams:
     pusher_mm: float = 40.0  # width of a gate's pusher along the belt
     speed_profile: str = ""  # "t1:v1,t2:v2": belt speed (m/s) from t seconds after start; 0 stops the belt
     stuck_gates: tuple[int, ...] = ()  # fault injection: these gates never move
+    faults: str = ""  # fault injection on the host and MCU: "stall@T:SECONDS,reset@T" (T = s after start)
     grades: tuple[str, ...] = GRADES
 
     @classmethod
@@ -79,6 +80,17 @@ class TwinParams:
                 raise ValueError(f"sim:// parameter {key}={raw!r}: {exc}") from exc
             setattr(p, name, value)
         return p
+
+    def fault_schedule(self) -> list[tuple[float, str, float]]:
+        """[(at_s, kind, seconds)] from `faults`; kinds: 'stall' (the host freezes) and 'reset' (the MCU reboots)."""
+        out = []
+        for part in filter(None, self.faults.split(",")):
+            kind, _, rest = part.partition("@")
+            at, _, dur = rest.partition(":")
+            if kind not in ("stall", "reset"):
+                raise ValueError(f"sim:// faults: unknown fault '{kind}' (known: stall@T:SECONDS, reset@T)")
+            out.append((float(at), kind, float(dur or 0.0)))
+        return sorted(out)
 
     def speed_at(self, t: float) -> float:
         v = self.belt_speed_mps

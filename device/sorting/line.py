@@ -9,6 +9,7 @@ Stop order is the reverse, and the MCU is left in its safe state (gates de-energ
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ class SortingLine:
         if self.twin:  # the belt starts moving only once everything that watches it is up
             self.twin.start()
         self.pipeline.start()
+        if self.twin and self.twin.p.faults:
+            threading.Thread(target=self._inject_faults, name="fault-injection", daemon=True).start()
         self.started_ts = time.monotonic()
 
     def _open_camera_and_mcu(self) -> Any:
@@ -131,6 +134,22 @@ class SortingLine:
             worst = max(worst, (time.perf_counter() - t0) * 1000.0)
         rtt_ms = max(self.link.ping() for _ in range(5)) * 1000.0 if self.link else 0.0
         return worst + rtt_ms
+
+    # -- fault injection (twin only) --------------------------------------------------------------------
+    def _inject_faults(self) -> None:
+        t0 = time.monotonic()
+        for at, kind, seconds in self.twin.p.fault_schedule():
+            time.sleep(max(0.0, t0 + at - time.monotonic()))
+            if kind == "stall":
+                self._alarm("fault_injected", f"host stall for {seconds:.2f} s")
+                # A frozen host: the sorting thread and every serial write stop, as under CPU starvation.
+                # BridgeLink has no public pause, so its write lock is held (fault injection only).
+                assert self.sorter is not None
+                with self.sorter.host_lock, self.link._write_lock:
+                    time.sleep(seconds)
+            elif kind == "reset" and self.mcu_sim is not None:
+                self._alarm("fault_injected", "MCU reset")
+                self.mcu_sim.reset()
 
     # -- running ----------------------------------------------------------------------------------------
     def _consume(self, frame: Frame, result: Any, times: Any = None) -> None:

@@ -65,13 +65,17 @@ class EjectionScheduler:
         half_pulse = max(ticks_per_s, 0.0) * g.pulse_ms / 2000.0
         return round(centre - half_pulse)
 
-    def schedule(self, item_id: int, u_mm: float, gate: int, ticks_per_s: float) -> str:
-        """Queue one ejection; returns the MCU's answer ('queued', 'late', 'full') or 'failed'."""
+    def schedule(self, item_id: int, u_mm: float, gate: int, ticks_per_s: float, epoch: int | None = None) -> str:
+        """Queue one ejection; returns the MCU's answer ('queued', 'late', 'full') or 'failed'.
+
+        `epoch` is the link's MCU boot epoch the position was measured in: after a reboot the link refuses the
+        stale count instead of firing at a wrong place.
+        """
         from firmware_bridge.link import BridgeError  # light: pure Python, no hardware
 
         fire_at = self.target_count(u_mm, gate, ticks_per_s)
         try:
-            result = self.link.queue_eject(item_id, gate, fire_at, self.gates[gate].pulse_ms)
+            result = self.link.queue_eject(item_id, gate, fire_at, self.gates[gate].pulse_ms, epoch=epoch)
         except BridgeError as exc:
             self.stats.failed += 1
             self.alarm("eject_failed", f"item {item_id}: QUEUE_EJECT to gate {gate} failed: {exc}", item=item_id)

@@ -114,15 +114,41 @@ class Sorter:
         self.latencies: deque[float] = deque(maxlen=2000)
         self.frames = 0
         self.last_frame_seq = 0
+        self.frames_skipped_reset = 0
+        self.host_lock = threading.Lock()  # held per frame; fault injection holds it to freeze the host
+        # An MCU reboot restarts its encoder count: positions of earlier frames and tracks are meaningless in
+        # the new count, so tracks are dropped (their items go to the default bin) and older frames skipped.
+        self._epoch = getattr(link, "epoch", 0)
+        self._reset_ts = 0.0
+        if hasattr(link, "add_event_listener"):
+            link.add_event_listener(self._on_link_event)
 
     def ticks_per_s(self, at: float) -> float:
         c1 = self.link.encoder_count_at(at)
         c0 = self.link.encoder_count_at(at - SPEED_WINDOW_S)
         return max(0.0, (c1 - c0) / SPEED_WINDOW_S)
 
+    def _on_link_event(self, kind: str, detail: dict[str, Any]) -> None:
+        if kind == "mcu_reset":
+            self._reset_ts = time.monotonic()
+
     def consume(self, frame: Frame, result: list[tuple[Blob, Any]], times: object = None) -> None:
+        with self.host_lock:
+            self._consume(frame, result)
+
+    def _consume(self, frame: Frame, result: list[tuple[Blob, Any]]) -> None:
         self.frames += 1
         self.last_frame_seq = frame.seq
+        epoch = getattr(self.link, "epoch", 0)
+        if epoch != self._epoch:
+            lost = [t for t in self.tracker.tracks.values() if not t.decided]
+            self.tracker.dropped_undecided += len(lost)
+            self.tracker.tracks.clear()
+            self._epoch = epoch
+            log.warning("MCU rebooted: %d undecided tracks dropped (their items go to the default bin)", len(lost))
+        if frame.capture_ts <= self._reset_ts:
+            self.frames_skipped_reset += 1
+            return
         count = self.link.encoder_count_at(frame.capture_ts)
         belt_mm = count / self.tpm
         half_w = frame.image.shape[1] / 2
@@ -150,7 +176,8 @@ class Sorter:
         elif d.gate is None:
             outcome = UNCERTAIN if d.grade == UNCERTAIN else "default"
         else:
-            outcome = self.scheduler.schedule(track.id, track.u_mm, d.gate, self.ticks_per_s(frame.capture_ts))
+            outcome = self.scheduler.schedule(track.id, track.u_mm, d.gate, self.ticks_per_s(frame.capture_ts),
+                                              epoch=self._epoch)
             acked = time.monotonic()
         o = ItemOutcome(track.id, d, outcome, frame.capture_ts, decided, acked, x_mm, len(track.views_seen))
         self.counts[d.grade] += 1
