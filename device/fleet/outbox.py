@@ -62,6 +62,7 @@ class Outbox:
         self.max_bytes = int(max_bytes)
         self.max_age_s = float(max_age_s)
         self._lock = threading.Lock()
+        self._closed = False
         self.recovered_from: Path | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +155,8 @@ class Outbox:
     def append(self, topic: str, build: Callable[[int], bytes], *, now: float | None = None) -> int:
         """Assign the next seq, build the payload with it, and store it durably. Returns the seq."""
         created = time.time() if now is None else now
+        if self._closed:
+            raise OutboxError("the outbox is closed: the fleet reporter was stopped")
         with self._lock, self._tx():
             seq = self._get_int("seq") + 1
             payload = build(seq)
@@ -247,4 +250,5 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()

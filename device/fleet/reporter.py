@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +44,7 @@ FEED_POLL_S = 0.5  # the feeder wakes on every event/ack/connect; the poll only 
 EXPIRE_PERIOD_S = 60.0  # how often the age bound of the outbox is applied
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 30  # paho's doubling back-off after a lost or refused connection
 RETRY_REFUSED_S = 5.0  # wait after the broker refuses an event for a transient reason (quota, not authorized)
+FEEDER_RETRY_S = 1.0  # after an unexpected outbox error (disk, lock) the feeder waits this long
 STOP_PUBLISH_TIMEOUT_S = 2.0  # how long stop() waits for `stopped` to be acknowledged before disconnecting
 # PUBACK reasons that will never succeed on a retry (topic name invalid, packet too large, payload format
 # invalid): the event is dropped and counted as rejected.
@@ -78,6 +80,15 @@ class _PahoNoise(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Client is not connected")
+
+
+@dataclass
+class _FeedState:
+    cursor: int = 0  # id of the last row handed to paho on this connection
+    inflight: dict[int, int] = field(default_factory=dict)  # paho mid -> outbox row id
+    epoch: int = -1
+    next_expire: float = field(default_factory=lambda: time.monotonic() + EXPIRE_PERIOD_S)
+    retry_at: float = 0.0
 
 
 class EventError(EdgesortError):
@@ -451,6 +462,8 @@ class FleetReporter:
             topic = msg.topic
         except UnicodeDecodeError:
             return
+        if topic == self.topics.config_desired and not msg.payload:
+            return  # someone cleared the retained desired config: nothing to apply
         if self._processor is not None:
             self._processor.submit(Incoming(topic, bytes(msg.payload), response_topic, correlation))
 
@@ -470,62 +483,61 @@ class FleetReporter:
     # -- threads -----------------------------------------------------------------------------------
 
     def _feed_loop(self) -> None:
-        cursor = 0  # id of the last row handed to paho on this connection
-        inflight: dict[int, int] = {}  # paho mid -> outbox row id
-        seen_epoch = -1
-        next_expire = time.monotonic() + EXPIRE_PERIOD_S
-        retry_at = 0.0
+        st = _FeedState()
         while True:
             self._wake.wait(FEED_POLL_S)
             self._wake.clear()
-            epoch = self._epoch
-            acked, rejected = [], 0
-            while self._acks:
-                mid, code = self._acks.popleft()
-                rid = inflight.pop(mid, None)
-                if rid is None:
-                    continue  # the ack of a status, result or telemetry message
-                if code == 0:
-                    acked.append(rid)
-                elif code in PERMANENT_REFUSALS:
-                    log.error("the broker refused event row %d for good (reason 0x%02x); dropped", rid, code)
-                    acked.append(rid)
-                    rejected += 1
-                else:
-                    log.warning(
-                        "the broker refused event row %d (reason 0x%02x); retrying in %.0f s",
-                        rid,
-                        code,
-                        RETRY_REFUSED_S,
-                    )
-                    cursor = min(cursor, rid - 1)
-                    retry_at = time.monotonic() + RETRY_REFUSED_S
             try:
-                self.outbox.ack(acked, rejected=rejected)
-            except Exception:  # e.g. disk full: the rows stay and are sent again (a duplicate, never a loss)
-                log.exception("could not delete acknowledged events from the outbox")
-            if self._stop.is_set():
-                return
-            if epoch != seen_epoch:  # a new connection: paho's memory was dropped, replay from the oldest row
-                seen_epoch, cursor = epoch, 0
-                inflight.clear()
-            if time.monotonic() >= next_expire:
-                next_expire = time.monotonic() + EXPIRE_PERIOD_S
-                self.outbox.expire()
-            if not self._connected.is_set() or time.monotonic() < retry_at or self._client is None:
-                continue
-            room = self._effective_window - len(inflight)
-            if room <= 0:
-                continue
-            for row in self.outbox.next_after(cursor, room):
-                info = self._client.publish(row.topic, row.payload, qos=1)
-                if info.rc not in (
-                    MQTT_ERR_SUCCESS,
-                    MQTT_ERR_NO_CONN,
-                ):  # NO_CONN: kept by paho, replayed anyway
-                    break  # paho's queue is full (status and results use the extra room): next wake-up
-                inflight[info.mid] = row.id
-                cursor = row.id
+                if not self._feed_once(st):
+                    return
+            except Exception:  # e.g. the disk failed: log, wait, try again; events stay on disk meanwhile
+                log.exception("the outbox feeder failed; retrying in %.0f s", FEEDER_RETRY_S)
+                if self._stop.wait(FEEDER_RETRY_S):
+                    return
+
+    def _feed_once(self, st: _FeedState) -> bool:
+        """One pass: apply PUBACKs, then hand paho the next rows. Returns False once stopping."""
+        epoch = self._epoch  # read before the acks: acks of an older connection are all queued by now
+        acked, rejected = [], 0
+        while self._acks:
+            mid, code = self._acks.popleft()
+            rid = st.inflight.pop(mid, None)
+            if rid is None:
+                continue  # the ack of a status, result or telemetry message
+            if code == 0:
+                acked.append(rid)
+            elif code in PERMANENT_REFUSALS:
+                log.error("the broker refused event row %d for good (reason 0x%02x); dropped", rid, code)
+                acked.append(rid)
+                rejected += 1
+            else:
+                log.warning(
+                    "the broker refused event row %d (reason 0x%02x); retrying in %.0f s",
+                    rid,
+                    code,
+                    RETRY_REFUSED_S,
+                )
+                st.cursor = min(st.cursor, rid - 1)
+                st.retry_at = time.monotonic() + RETRY_REFUSED_S
+        self.outbox.ack(acked, rejected=rejected)
+        if self._stop.is_set():
+            return False
+        if epoch != st.epoch:  # a new connection: paho's memory was dropped, replay from the oldest row
+            st.epoch, st.cursor = epoch, 0
+            st.inflight.clear()
+        if time.monotonic() >= st.next_expire:
+            st.next_expire = time.monotonic() + EXPIRE_PERIOD_S
+            self.outbox.expire()
+        if not self._connected.is_set() or time.monotonic() < st.retry_at or self._client is None:
+            return True
+        room = self._effective_window - len(st.inflight)
+        for row in self.outbox.next_after(st.cursor, room) if room > 0 else []:
+            info = self._client.publish(row.topic, row.payload, qos=1)
+            if info.rc not in (MQTT_ERR_SUCCESS, MQTT_ERR_NO_CONN):  # NO_CONN: paho keeps it until reconnect
+                break  # paho's queue is full (status and results use the extra room): next wake-up
+            st.inflight[info.mid] = row.id
+            st.cursor = row.id
+        return True
 
     def _telemetry_loop(self) -> None:
         period = self.cfg.mqtt.telemetry_period_s
@@ -535,7 +547,10 @@ class FleetReporter:
             if self._stop.is_set():
                 return
             if self._connected.is_set():
-                self._publish_telemetry()
+                try:
+                    self._publish_telemetry()
+                except Exception:  # a telemetry failure must not end the timer
+                    log.exception("could not publish telemetry")
 
     def _publish_telemetry(self) -> None:
         try:

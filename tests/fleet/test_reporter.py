@@ -13,6 +13,7 @@ import pytest
 from fleet_support import Broker, Collector
 
 from device.config import DeviceConfig
+from device.fleet.outbox import OutboxError
 from device.fleet.payloads import AlarmEvent, ItemEvent, Status, Telemetry
 from device.fleet.reporter import EventError, FleetReporter, telemetry_payload
 
@@ -172,3 +173,5 @@ def test_outbox_only_mode_keeps_events_and_counts_sessions(tmp_path: Path) -> No
     assert stats["pending"] == 2 and stats["last_seq"] == 2  # waiting for a broker, in order
     assert [json.loads(r.payload)["item"] for r in rep.outbox.next_after(0, 10)] == [1, 2]
     rep.stop()
+    with pytest.raises(OutboxError, match="reporter was stopped"):
+        rep.item_event({"item": 3})
