@@ -201,6 +201,21 @@ class Outbox:
             ).fetchall()
         return [Row(int(r[0]), str(r[1]), bytes(r[2]), int(r[3]), float(r[4])) for r in rows]
 
+    def rows(self, ids: list[int]) -> list[Row]:
+        """The stored events among `ids`, oldest first (ids dropped by a bound are simply absent)."""
+        out: list[Row] = []
+        with self._lock:
+            for i in range(0, len(ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                out += [
+                    Row(int(r[0]), str(r[1]), bytes(r[2]), int(r[3]), float(r[4]))
+                    for r in self._db.execute(
+                        f"SELECT id, topic, payload, seq, created FROM events WHERE id IN ({marks})", chunk
+                    )
+                ]
+        return sorted(out, key=lambda r: r.id)
+
     def ack(self, ids: Iterable[int], *, rejected: int = 0) -> None:
         """Delete acknowledged events (and count those the broker refused for good)."""
         ids = list(ids)

@@ -32,7 +32,7 @@ from device.errors import EdgesortError, require
 from device.fleet import topics
 from device.fleet.commands import CommandHandler, CommandProcessor, Incoming, ReplayGuard
 from device.fleet.credentials import BrokerAddress, Credentials, load_credentials
-from device.fleet.outbox import Outbox
+from device.fleet.outbox import Outbox, Row
 from device.fleet.payloads import AlarmEvent, ItemEvent, Status, Telemetry, dumps
 
 log = logging.getLogger("edgesort.fleet")
@@ -88,7 +88,7 @@ class _FeedState:
     inflight: dict[int, int] = field(default_factory=dict)  # paho mid -> outbox row id
     epoch: int = -1
     next_expire: float = field(default_factory=lambda: time.monotonic() + EXPIRE_PERIOD_S)
-    retry_at: float = 0.0
+    retry: dict[int, float] = field(default_factory=dict)  # refused row id -> when to send it again
 
 
 class EventError(EdgesortError):
@@ -510,33 +510,45 @@ class FleetReporter:
                 log.error("the broker refused event row %d for good (reason 0x%02x); dropped", rid, code)
                 acked.append(rid)
                 rejected += 1
-            else:
+            else:  # transient (quota, not authorized): retried on its own, the rows behind it go on
                 log.warning(
-                    "the broker refused event row %d (reason 0x%02x); retrying in %.0f s",
+                    "the broker refused event row %d (reason 0x%02x); retrying it in %.0f s",
                     rid,
                     code,
                     RETRY_REFUSED_S,
                 )
-                st.cursor = min(st.cursor, rid - 1)
-                st.retry_at = time.monotonic() + RETRY_REFUSED_S
+                st.retry[rid] = time.monotonic() + RETRY_REFUSED_S
         self.outbox.ack(acked, rejected=rejected)
         if self._stop.is_set():
             return False
         if epoch != st.epoch:  # a new connection: paho's memory was dropped, replay from the oldest row
             st.epoch, st.cursor = epoch, 0
             st.inflight.clear()
+            st.retry.clear()
         if time.monotonic() >= st.next_expire:
             st.next_expire = time.monotonic() + EXPIRE_PERIOD_S
             self.outbox.expire()
-        if not self._connected.is_set() or time.monotonic() < st.retry_at or self._client is None:
+        if not self._connected.is_set() or self._client is None:
             return True
+        now = time.monotonic()
+        due = [rid for rid, t in st.retry.items() if t <= now]
+        for row in self.outbox.rows(due):  # refused rows whose wait is over (gone if a bound dropped them)
+            if not self._hand_over(st, row):
+                return True
+        for rid in due:
+            st.retry.pop(rid, None)
         room = self._effective_window - len(st.inflight)
         for row in self.outbox.next_after(st.cursor, room) if room > 0 else []:
-            info = self._client.publish(row.topic, row.payload, qos=1)
-            if info.rc not in (MQTT_ERR_SUCCESS, MQTT_ERR_NO_CONN):  # NO_CONN: paho keeps it until reconnect
-                break  # paho's queue is full (status and results use the extra room): next wake-up
-            st.inflight[info.mid] = row.id
+            if not self._hand_over(st, row):
+                break
             st.cursor = row.id
+        return True
+
+    def _hand_over(self, st: _FeedState, row: Row) -> bool:
+        info = self._client.publish(row.topic, row.payload, qos=1)
+        if info.rc not in (MQTT_ERR_SUCCESS, MQTT_ERR_NO_CONN):  # NO_CONN: paho keeps it until reconnect
+            return False  # paho's queue is full (status and results use the extra room): next wake-up
+        st.inflight[info.mid] = row.id
         return True
 
     def _telemetry_loop(self) -> None:

@@ -161,6 +161,7 @@ class Broker:
         tls: TlsFiles | None = None,
         persistence: bool = False,
         password_file: Path | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.exe = require_tool("mosquitto")
         self.folder = folder
@@ -190,6 +191,7 @@ class Broker:
                 "require_certificate true",
                 "tls_version tlsv1.2",
             ]
+        lines += extra
         if os.geteuid() == 0:
             lines.append(
                 "user root"

@@ -190,3 +190,39 @@ def test_reporter_killed_with_sigkill_and_restarted_loses_nothing(
     states = [(m.json()["state"], m.json()["session"]) for m in sub.on("/status")]
     assert ("online", 1) in states and ("offline", 1) in states and ("online", 2) in states
     assert states[-1] == ("stopped", 2)
+
+
+def test_a_broker_that_refuses_one_event_keeps_it_and_lets_the_others_through(
+    broker_factory: Callable[..., Broker], collector_factory: Callable[..., Collector], tmp_path: Path
+) -> None:
+    """An ACL that denies alarms: mosquitto answers PUBACK 0x87 (not authorized). The alarm stays in the
+    outbox and is retried (an ACL can be fixed); the item events around it are delivered."""
+    acl = tmp_path / "acl"
+    acl.write_text(
+        "topic write edgesort/v1/test/acl-0/status\n"
+        "topic write edgesort/v1/test/acl-0/events/item\n"
+        "topic write edgesort/v1/test/acl-0/config/reported\n"
+        "topic read edgesort/v1/#\n"
+    )
+    broker = broker_factory(extra=(f"acl_file {acl}",))
+    sub = collector_factory(broker.url, ["edgesort/v1/test/acl-0/events/#"])
+    rep = FleetReporter(_config(broker.url, tmp_path / "state", "acl-0"), versions={}, telemetry=dict)
+    rep.start()
+    _wait(lambda: rep.connected, 10, "the reporter to connect")
+    items = [rep.item_event({"item": i}) for i in range(5)]
+    alarm = rep.alarm("link_lost", "no MCU heartbeat")
+    items += [rep.item_event({"item": i}) for i in range(5, 10)]
+    _wait(lambda: len(dedupe(sub.on("events/item"))[0]) == 10, 20, "the ten item events")
+    assert sorted(dedupe(sub.on("events/item"))[0]) == items
+    assert not sub.on("events/alarm")
+    stats = rep.outbox.stats()
+    assert stats["pending"] == 1 and stats["rejected"] == 0  # kept for a retry, not dropped
+    assert [r.seq for r in rep.outbox.next_after(0, 10)] == [alarm]
+    # Fix the ACL (mosquitto rereads it on SIGHUP): the next retry goes through.
+    acl.write_text(acl.read_text() + "topic write edgesort/v1/test/acl-0/events/alarm\n")
+    assert broker.proc is not None
+    broker.proc.send_signal(signal.SIGHUP)
+    _wait(lambda: sub.on("events/alarm"), 20, "the alarm after the ACL was fixed")
+    assert sub.on("events/alarm")[0].json()["seq"] == alarm
+    assert rep.wait_idle(10)
+    rep.stop(drain_s=0)
