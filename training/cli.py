@@ -50,8 +50,8 @@ def add_classify_arguments(p: argparse.ArgumentParser) -> None:
         "--no-cache-features",
         dest="cache_features",
         action="store_false",
-        help="linear probe: train through the frozen backbone with augmentation instead of on "
-        "backbone features computed once",
+        help="--transfer linear|top: train through the frozen layers with augmentation instead of on "
+        "their output computed once per image (no augmentation)",
     )
     p.add_argument("--patience", type=int, default=0, help="stop after N epochs without a better val top-1")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue a run from its last.pt")

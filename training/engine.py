@@ -73,11 +73,15 @@ def train_one_epoch(
         correct += (logits.detach().argmax(1) == targets).sum()
         seen += n
     elapsed = time.perf_counter() - start
+    totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=device)])
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(totals)  # every rank reports the whole epoch, not its shard
+    loss_total, correct_total, seen_total = totals.tolist()
     return {
-        "loss": float(loss_sum) / max(seen, 1),
-        "top1": float(correct) / max(seen, 1),
+        "loss": loss_total / max(seen_total, 1),
+        "top1": correct_total / max(seen_total, 1),
         "lr": optimizer.param_groups[0]["lr"],
-        "images_per_s": seen / elapsed if elapsed > 0 else 0.0,
+        "images_per_s": seen_total / elapsed if elapsed > 0 else 0.0,
         "seconds": elapsed,
     }
 
@@ -121,6 +125,6 @@ def extract_features(
     backbone.eval()
     feats, targets = [], []
     for images, t in _progress(loader, enabled=progress, desc=desc, total=len(loader)):  # type: ignore[arg-type]
-        feats.append(backbone(images.to(device)).float().flatten(1).cpu())
+        feats.append(backbone(images.to(device)).float().cpu())
         targets.append(t)
     return torch.cat(feats), torch.cat(targets)

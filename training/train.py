@@ -14,6 +14,8 @@ import json
 import logging
 import shlex
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,21 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def frozen_split(
+    model: nn.Module, info: ModelInfo, transfer: str | None
+) -> tuple[nn.Module, nn.Module, Callable[[], None]] | None:
+    """(frozen trunk, trainable rest, undo) for the transfer modes whose trunk output can be cached:
+    linear (everything but the head) and top (where the architecture says how to split)."""
+    if transfer == "linear":
+        name, head = head_module(model, info)
+        replace_module(model, name, nn.Identity())
+        return model, head, lambda: replace_module(model, name, head)
+    if transfer == "top" and info.top_split is not None:
+        trunk, top = info.top_split(model)
+        return trunk, top, lambda: None
+    return None
+
+
 def make_loader(
     ds: Any, batch: int, *, train: bool, state: D.DistState, workers: int, seed: int
 ) -> DataLoader:
@@ -160,6 +177,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, state: D.DistState) -> int:
+    t0, cpu0 = time.perf_counter(), time.process_time()
     if args.threads:
         torch.set_num_threads(args.threads)
     D.seed_everything(args.seed)
@@ -212,11 +230,10 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
         input_size=info.input_size,
     ).to(state.device)
     frozen = set_trainable(model, minfo, args.transfer)
-    cached = args.transfer == "linear" and args.cache_features
-    if cached:
-        # Linear probe on features computed once: the frozen backbone runs one pass per image in total.
-        head_name, head = head_module(model, minfo)
-        replace_module(model, head_name, nn.Identity())
+    split = frozen_split(model, minfo, args.transfer) if args.cache_features else None
+    if split is not None:
+        # The frozen part runs once per image in total; only the trainable rest trains, on its cached output.
+        trunk, net, restore = split
         single = D.DistState(False, 0, 1, 0, state.device)  # every rank computes all features
 
         def feat_loader(ds: Any) -> DataLoader:
@@ -225,14 +242,17 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
             )
 
         train_ds.transform = eval_transform(info)
-        tr_x, tr_y = engine.extract_features(
-            model, feat_loader(train_ds), state.device, progress=progress, desc="features train"
-        )
-        va_x, va_y = engine.extract_features(
-            model, feat_loader(val_ds), state.device, progress=progress, desc="features val"
-        )
-        replace_module(model, head_name, head)
-        net: nn.Module = head
+        try:
+            tr_x, tr_y = engine.extract_features(
+                trunk, feat_loader(train_ds), state.device, progress=progress, desc="features train"
+            )
+            va_x, va_y = engine.extract_features(
+                trunk, feat_loader(val_ds), state.device, progress=progress, desc="features val"
+            )
+        finally:
+            restore()
+        if main_proc:
+            log.info("cached frozen features %s in %.0f s", tuple(tr_x.shape[1:]), time.perf_counter() - t0)
         train_set: Any = TensorDataset(tr_x, tr_y)
         val_set: Any = TensorDataset(va_x, va_y)
         workers, frozen = 0, []
@@ -359,7 +379,7 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
                 va["top1"],
                 va["top5"],
                 tr["lr"],
-                tr["images_per_s"] * state.world_size,
+                tr["images_per_s"],
                 "  *" if improved else "",
             )
             if writer is not None:
@@ -388,6 +408,7 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
                     best["epoch"] + 1,
                 )
             break
+    train_wall = time.perf_counter() - t0
     if writer is not None:
         writer.close()
     D.barrier(state)
@@ -441,6 +462,12 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
             "command": command,
             "git_revision": revision,
             "world_size": state.world_size,
+            "threads": torch.get_num_threads(),
+            # wall time from start to the end of training (data, cached features, epochs), and in all;
+            # CPU seconds of this process (all its threads): less sensitive to a shared machine's load
+            "train_wall_seconds": round(train_wall, 1),
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+            "cpu_seconds": round(time.process_time() - cpu0, 1),
             "best_epoch": best_ck["epoch"],
             "report_split": report["split"],
             **results,

@@ -32,6 +32,8 @@ class ModelInfo:
     # Prefixes trained by --transfer top besides the head (the last stage(s) of the backbone).
     top_prefixes: tuple[str, ...] = field(default_factory=tuple)
     supports_pretrained: bool = False
+    # (frozen trunk, trainable top) for --transfer top, so that the trunk's output can be computed once
+    top_split: Callable[[nn.Module], tuple[nn.Module, nn.Module]] | None = None
 
 
 _REGISTRY: dict[str, ModelInfo] = {}

@@ -39,6 +39,7 @@ def weights_path() -> Path:
     # "top": the last two stages (blocks 11-15: 192 and 320 channels) and the 1x1 head conv.
     top_prefixes=(*(f"_blocks.{i}." for i in range(11, _NUM_BLOCKS)), "_conv_head.", "_bn1."),
     supports_pretrained=True,
+    top_split=lambda model: split_top(model),
 )
 def efficientnet_lite0(
     *, num_classes: int, in_channels: int, pretrained: bool, input_size: tuple[int, int], **_: Any
@@ -65,3 +66,49 @@ def efficientnet_lite0(
     elif in_channels != 3:
         model._change_in_channels(in_channels)
     return model
+
+
+_TOP_FROM = 11  # first block that --transfer top trains
+
+
+class _Trunk(nn.Module):
+    """Stem and blocks 0..10 of an EfficientNet (sharing its modules): what --transfer top keeps frozen."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Any) -> Any:
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for block in net._blocks[:_TOP_FROM]:
+            x = block(x)  # frozen in eval mode: drop-connect is off anyway
+        return x
+
+
+class _Top(nn.Module):
+    """Blocks 11..15, head conv and classifier of an EfficientNet (sharing its modules)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(net._blocks[_TOP_FROM:])
+        self.net_parts = nn.ModuleDict(
+            {"conv_head": net._conv_head, "bn1": net._bn1, "dropout": net._dropout, "fc": net._fc}
+        )
+        self.swish = net._swish
+        self.rate = net._global_params.drop_connect_rate
+        self.total = len(net._blocks)
+
+    def forward(self, x: Any) -> Any:
+        for i, block in enumerate(self.blocks, start=_TOP_FROM):
+            # the same depth-scaled drop-connect rate as EfficientNet.extract_features
+            x = block(x, drop_connect_rate=self.rate * i / self.total if self.rate else None)
+        p = self.net_parts
+        x = self.swish(p["bn1"](p["conv_head"](x)))
+        x = x.mean(dim=(2, 3))
+        return p["fc"](p["dropout"](x))
+
+
+def split_top(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(frozen trunk, trainable top) sharing the model's modules: training the top trains the model."""
+    return _Trunk(model), _Top(model)
