@@ -69,6 +69,10 @@ class LineConfig(_Section):
         min_length=1,
     )
     margin_ms: float = Field(15.0, ge=0, description="slack kept between the decision and the nearest gate")
+    pusher_mm: float = Field(40.0, gt=0, description="width of a gate's pusher along the belt")
+    clearance_margin_mm: float = Field(
+        5.0, ge=0, description="extra room kept between a neighbour and the pusher's sweep before ejecting"
+    )
 
 
 class SortingConfig(_Section):
@@ -79,6 +83,11 @@ class SortingConfig(_Section):
     confidence_floor: float = Field(0.6, ge=0, le=1, description="below this the item is 'uncertain'")
     confirm_frames: int = Field(2, ge=1, le=100, description="frames before a track is confirmed")
     drop_frames: int = Field(4, ge=1, le=100, description="frames unseen before a track is dropped")
+    any_view_grades: list[str] = Field(
+        default_factory=lambda: ["C"],
+        description="with several views: a grade that wins when any one view is confident of it (a defect "
+        "seen from one side only)",
+    )
 
 
 class BridgeConfig(_Section):

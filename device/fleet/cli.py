@@ -4,9 +4,8 @@
     edgesort fleet cmd line-3 pause --broker mqtt://broker:1883
     edgesort fleet cmd farm/line-3 set_config sorting.confidence_floor=0.7 --key ops.key --broker mqtts://...
     edgesort fleet cmd line-3 snapshot -o belt.jpg --broker mqtt://broker:1883
-
-Registration stays light: paho and the rest are imported inside the handlers.
 """
+# Registration stays light: paho and the rest are imported inside the handlers.
 
 from __future__ import annotations
 

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _COUNTERS = ("dropped_size", "dropped_age", "rejected")
+WAL_LIMIT_BYTES = 4 * 2**20
 BUSY_TIMEOUT_MS = 5000  # another connection (the command replay guard) may hold the write lock briefly
 
 
@@ -99,6 +100,8 @@ class Outbox:
         # FULL: every commit reaches the disk before append() returns (survives power loss).
         # NORMAL: survives a process crash; the last commits may roll back on power loss.
         db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        # After a long outage the WAL may have grown with the backlog; truncate it back at the next checkpoint.
+        db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         db.executescript(_SCHEMA)
         db.execute("SELECT COUNT(*) FROM events").fetchone()  # reads a page: a corrupt file raises here
         return db

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 
 from device.grades import GRADES, sample_shape
-from device.sim.render import BeltBackground, Placement, draw_cucumber
+from device.sim.render import BeltBackground, Placement, draw_cucumber, footprint_x
 from device.sorting.locate import CROP_HW, crop_item, find_items
 
 __all__ = ["CROP_HW", "twin_crops"]
@@ -56,12 +58,15 @@ def _one_crop(grade: str, rng: np.random.Generator, backgrounds: list[BeltBackgr
     p = _random_placement(x, rng)
     if shape.defects:
         p = Placement(p.x_mm, p.y_mm, p.angle_deg, p.bend_sign, p.skin_seed, tuple((0,) for _ in range(shape.defects)))
-    for side in (-1, 1):  # neighbours, as on a busy belt
+    back, front = footprint_x(shape, p)
+    for side in (-1, 1):  # neighbours, as on a busy belt, down to touching
         if rng.random() < 0.5:
             other = sample_shape(str(rng.choice(GRADES)), rng)
-            gap = float(rng.uniform(12, 90))
-            nx = x + side * (shape.thickness_mm / 2 + other.thickness_mm / 2 + gap)
-            draw_cucumber(img, other, _random_placement(nx, rng), 0, gain)
+            op = _random_placement(0.0, rng)
+            o_back, o_front = footprint_x(other, op)
+            gap = float(rng.choice([rng.uniform(0, 4), rng.uniform(4, 80)]))
+            nx = x + front + o_back + gap if side > 0 else x - back - o_front - gap
+            draw_cucumber(img, other, replace(op, x_mm=nx), 0, gain)
     draw_cucumber(img, shape, p, 0, gain)
     img = bg.add_noise(img, int(rng.integers(1000)))
     blobs, _partial = find_items(img)

@@ -16,6 +16,7 @@ from device.grades import CucumberShape
 BELT_BGR = np.array([118, 112, 104], np.float32)
 SKIN_BGR = np.array([38, 104, 46], np.float32)
 DEFECT_BGR = np.array([40, 92, 150], np.float32)
+EDGE_SHADE = 0.5  # brightness of a body's outer third relative to its top
 _SHIFT = 4  # fixed-point bits for sub-pixel polygon vertices (cv2 `shift`)
 
 
@@ -51,6 +52,13 @@ def outline(shape: CucumberShape, p: Placement, n: int = 48) -> tuple[np.ndarray
     return centre, left, right
 
 
+def footprint_x(shape: CucumberShape, p: Placement) -> tuple[float, float]:
+    """How far the item reaches upstream and downstream of its centre along the belt (mm, both >= 0)."""
+    _c, left, right = outline(shape, p)
+    xs = np.concatenate([left[:, 0], right[:, 0]]) - p.x_mm
+    return float(-xs.min()), float(xs.max())
+
+
 def _to_px(pts: np.ndarray, width: int) -> np.ndarray:
     px = np.empty_like(pts)
     px[:, 0] = pts[:, 0] + width / 2
@@ -65,7 +73,10 @@ def draw_cucumber(img: np.ndarray, shape: CucumberShape, p: Placement, view: int
     centre, left, right = outline(shape, p)
     poly = np.concatenate([left, right[::-1]])
     skin = np.clip(SKIN_BGR * rng.uniform(0.85, 1.15) * gain, 0, 255)
-    cv2.fillPoly(img, [_to_px(poly, w)], skin.tolist(), cv2.LINE_AA, _SHIFT)
+    # Lit from above, a cylinder darkens towards its edges; where two items touch, that leaves a dark seam.
+    cv2.fillPoly(img, [_to_px(poly, w)], (skin * EDGE_SHADE).tolist(), cv2.LINE_AA, _SHIFT)
+    inner = np.concatenate([centre + 0.68 * (left - centre), (centre + 0.68 * (right - centre))[::-1]])
+    cv2.fillPoly(img, [_to_px(inner, w)], skin.tolist(), cv2.LINE_AA, _SHIFT)
     # a lighter stripe where the light catches the skin
     hl_l = centre + 0.35 * (left - centre) + 0.15 * (right - centre)
     hl_r = centre + 0.05 * (left - centre)

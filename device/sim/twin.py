@@ -17,14 +17,14 @@ import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
 from device.grades import DEFAULT_BIN, GRADES, CucumberShape, sample_shape
 from device.sim.encoder import Encoder, FreeEncoder
-from device.sim.render import BeltBackground, Placement, draw_cucumber
+from device.sim.render import BeltBackground, Placement, draw_cucumber, footprint_x
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ class Twin:
         self._lock = threading.RLock()
         self._gate_on: dict[int, int] = {}
         self._next_pitch = 0.0
+        self._prev_back = 0.0
         self._spawning = True
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -204,11 +205,17 @@ class Twin:
             defect_views=tuple(views),
         )
         slip = float(r.uniform(0.7, 0.9)) if r.random() < self.p.slip else 1.0
+        # Items never overlap: the new one starts its own footprint behind the previous one's, plus the gap.
+        back, front = footprint_x(shape, placement)
+        if self.items:
+            prev = self.items[-1]
+            x_prev = prev.x_at(count, self.p.ticks_per_mm)
+            placement = replace(placement, x_mm=min(SPAWN_X_MM, x_prev - self._prev_back - front - self.p.gap_mm))
         item = Item(next(self._ids), grade, shape, placement, count, slip)
         self.items.append(item)
-        # pitch to the next item: the nominal spacing for the rate, never closer than the gap allows
-        nominal = self.p.belt_speed_mps * 1000.0 / self.p.rate
-        self._next_pitch = max(nominal * float(r.uniform(0.8, 1.2)), 40.0 + self.p.gap_mm)
+        self._prev_back = back
+        # pitch to the next item: the nominal spacing for the rate (the footprint rule keeps them apart)
+        self._next_pitch = self.p.belt_speed_mps * 1000.0 / self.p.rate * float(r.uniform(0.8, 1.2))
 
     def _finish(self, item: Item) -> None:
         self.items.remove(item)

@@ -10,6 +10,7 @@ from device.config import SortingConfig
 from device.sorting.tracking import Track
 
 UNCERTAIN = "uncertain"
+AMBIGUOUS = "ambiguous"  # touching items the locator could not separate
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +29,23 @@ def decide(track: Track, labels: tuple[str, ...], cfg: SortingConfig) -> Decisio
     Any doubt sends the item to the default bin (no ejection): a missed grade costs a re-sort, a wrong
     bin costs a customer.
     """
+    if track.ambiguous:
+        return Decision(track.id, AMBIGUOUS, 0.0, None, track.prob_frames, ())
     mean = track.mean_probs()
     if mean is None:
         return Decision(track.id, UNCERTAIN, 0.0, None, 0, ())
+    probs = tuple(round(float(p), 4) for p in mean)
+    if len(track.view_sums) > 1:
+        # a defect may show in one view only: such grades win when any single view is confident of them
+        per_view = track.view_means()
+        for grade in cfg.any_view_grades:
+            if grade in labels:
+                i = labels.index(grade)
+                best = max(float(m[i]) for m in per_view.values())
+                if best >= cfg.confidence_floor:
+                    return Decision(track.id, grade, best, cfg.grade_to_gate.get(grade), track.prob_frames, probs)
     top = int(np.argmax(mean))
     conf = float(mean[top])
-    probs = tuple(round(float(p), 4) for p in mean)
     if conf < cfg.confidence_floor:
         return Decision(track.id, UNCERTAIN, conf, None, track.prob_frames, probs)
     grade = labels[top]

@@ -89,6 +89,7 @@ class SortingLine:
 
             params = TwinParams.from_uri(cam.uri)
             params.ticks_per_mm = self.cfg.line.ticks_per_mm
+            params.pusher_mm = self.cfg.line.pusher_mm
             self.twin = Twin(params, {g.id: g.distance_mm for g in self.cfg.line.gates})
             register_twin(cam.uri, self.twin)
         if self.cfg.bridge.port == "sim":

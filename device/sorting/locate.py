@@ -2,7 +2,9 @@
 
 The belt is a known, low-saturation background and produce is saturated, so items are found by colour
 (HSV saturation) and connected components, without a learned detector: that is what fixed-camera graders do,
-and it keeps the expensive model for grading. Crops are cut at a fixed scale (a fixed window in mm, not the
+and it keeps the expensive model for grading. Items that touch are told apart by their bright tops: lit from
+above, a round body is darker at its edges, so the seam between two touching items is dark and the bright
+cores stay separate; every item pixel then belongs to its nearest core. Crops are cut at a fixed scale (a fixed window in mm, not the
 item's box), because size is what separates the grades: a crop resized to the item's box would hide it.
 """
 
@@ -18,6 +20,11 @@ CROP_WINDOW_MM = (96, 288)
 CROP_HW = (48, 144)  # after rotating the long axis horizontal and halving the resolution
 MIN_AREA_PX = 600  # smaller blobs are leaves, dirt or a sliver of an item at the frame edge
 SAT_THRESHOLD = 70
+# The thickest item the line grades is 40 mm: a blob whose inscribed circle is wider than that is two items
+# touching along their length, which cannot be cut apart reliably; it is marked ambiguous (default bin).
+MAX_ITEM_RADIUS_PX = 23.0
+CORE_FRACTION = 0.72  # a lit top is brighter than this fraction of the item's 90th-percentile brightness
+CORE_MIN_PX = 150  # smaller bright patches are glints, not an item's top
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,17 +38,32 @@ class Blob:
     x1: int  # exclusive
     y1: int
     area: int
+    ambiguous: bool = False  # two or more items that could not be separated
+
+
+def item_masks(frame_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(item pixels as a uint8 mask, HSV value channel)."""
+    hsv = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2HSV)
+    mask = cv2.morphologyEx((hsv[:, :, 1] > SAT_THRESHOLD).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    return mask, hsv[:, :, 2]
 
 
 def item_mask(frame_bgr: np.ndarray) -> np.ndarray:
-    hsv = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2HSV)
-    mask = (hsv[:, :, 1] > SAT_THRESHOLD).astype(np.uint8)
-    return cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    return item_masks(frame_bgr)[0]
+
+
+def _lit_core(comp: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """The bright tops inside one component; the threshold follows the item's own brightness (lighting)."""
+    v = value[comp == 1]
+    thr = CORE_FRACTION * float(np.percentile(v, 90))
+    core = ((value > thr) & (comp == 1)).astype(np.uint8)
+    return cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)) & comp  # fill wart dots
 
 
 def find_items(frame_bgr: np.ndarray, edge_px: int = 2) -> tuple[list[Blob], list[Blob]]:
     """Return (complete, partial) blobs: partial ones touch the left or right frame edge."""
-    n, _labels, stats, centroids = cv2.connectedComponentsWithStats(item_mask(frame_bgr), connectivity=8)
+    mask, value = item_masks(frame_bgr)
+    n, labels, stats, _centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
     w = frame_bgr.shape[1]
     complete: list[Blob] = []
     partial: list[Blob] = []
@@ -49,9 +71,39 @@ def find_items(frame_bgr: np.ndarray, edge_px: int = 2) -> tuple[list[Blob], lis
         x, y, bw, bh, area = (int(v) for v in stats[i])
         if area < MIN_AREA_PX:
             continue
-        blob = Blob(float(centroids[i][0]), float(centroids[i][1]), x, y, x + bw, y + bh, area)
-        (partial if x <= edge_px or x + bw >= w - edge_px else complete).append(blob)
+        comp = (labels[y : y + bh, x : x + bw] == i).astype(np.uint8)
+        core = _lit_core(comp, value[y : y + bh, x : x + bw])
+        for blob in _split_touching(comp, core, x, y):
+            at_edge = blob.x0 <= edge_px or blob.x1 >= w - edge_px
+            (partial if at_edge else complete).append(blob)
     return complete, partial
+
+
+def _split_touching(comp: np.ndarray, core: np.ndarray, ox: int, oy: int) -> list[Blob]:
+    """One component -> one blob per lit core; a part still too thick for one item is flagged ambiguous."""
+    k, core_labels, core_stats, _c = cv2.connectedComponentsWithStats(core, connectivity=4)
+    keep = [j for j in range(1, k) if core_stats[j, cv2.CC_STAT_AREA] >= CORE_MIN_PX]
+    if len(keep) >= 2:
+        seeds = np.isin(core_labels, keep)
+        # each pixel takes the label of its nearest seed pixel (the zero pixels of the inverted seed mask)
+        _d, nearest = cv2.distanceTransformWithLabels((~seeds).astype(np.uint8), cv2.DIST_L2, 5,
+                                                      labelType=cv2.DIST_LABEL_PIXEL)
+        label_of = np.zeros(int(nearest.max()) + 1, np.int32)
+        label_of[nearest[seeds]] = core_labels[seeds]
+        owner = label_of[nearest]
+        parts = [((owner == j) & (comp == 1)).astype(np.uint8) for j in keep]
+        parts = [p for p in parts if int(p.sum()) >= MIN_AREA_PX] or [comp]
+    else:
+        parts = [comp]
+    blobs = []
+    for part in parts:
+        ys, xs = np.nonzero(part)
+        pd = cv2.distanceTransform(cv2.copyMakeBorder(part, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
+                                   cv2.DIST_L2, 5)
+        blobs.append(Blob(float(xs.mean()) + ox, float(ys.mean()) + oy, int(xs.min()) + ox, int(ys.min()) + oy,
+                          int(xs.max()) + ox + 1, int(ys.max()) + oy + 1, int(xs.size),
+                          ambiguous=float(pd.max()) > MAX_ITEM_RADIUS_PX))
+    return blobs
 
 
 def crop_item(frame_bgr: np.ndarray, blob: Blob) -> np.ndarray:

@@ -25,10 +25,10 @@ from device.config import DeviceConfig
 from device.frames import Frame
 from device.postprocess import softmax
 from device.preprocess import Preprocessor
-from device.sorting.decision import UNCERTAIN, Decision, decide
+from device.sorting.decision import AMBIGUOUS, UNCERTAIN, Decision, decide
 from device.sorting.locate import Blob, crop_item, find_items
 from device.sorting.scheduling import EjectionScheduler
-from device.sorting.tracking import Detection, Tracker
+from device.sorting.tracking import Detection, Track, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class ItemOutcome:
 
     track_id: int
     decision: Decision
-    outcome: str  # "queued" | "late" | "full" | "failed" | "default" | "uncertain" | "paused"
+    outcome: str  # queued | late | full | failed | default | uncertain | ambiguous | too_close | paused
     capture_ts: float  # capture time of the frame that triggered the decision
     decided_ts: float
     acked_ts: float | None  # when the MCU acknowledged QUEUE_EJECT
@@ -153,7 +153,7 @@ class Sorter:
         belt_mm = count / self.tpm
         half_w = frame.image.shape[1] / 2
         dets = [
-            Detection((b.cx - half_w) * self.mm_per_px - belt_mm, b.cy * self.mm_per_px, p, frame.view)
+            Detection((b.cx - half_w) * self.mm_per_px - belt_mm, b.cy * self.mm_per_px, p, frame.view, b.ambiguous)
             for b, p in result
         ]
         self.tracker.update(dets, belt_mm, frame.capture_ts, self.views)
@@ -167,17 +167,19 @@ class Sorter:
                 self._decide(t, frame, x_mm)
         self.scheduler.reconcile(self.link.encoder_count_at(time.monotonic()))
 
-    def _decide(self, track, frame: Frame, x_mm: float) -> None:  # type: ignore[no-untyped-def]
+    def _decide(self, track: Track, frame: Frame, x_mm: float) -> None:
         d = decide(track, self.labels, self.cfg.sorting)
         decided = time.monotonic()
         acked = None
+        speed = self.ticks_per_s(frame.capture_ts)
         if self.paused.is_set():
             outcome = "paused"
         elif d.gate is None:
-            outcome = UNCERTAIN if d.grade == UNCERTAIN else "default"
+            outcome = d.grade if d.grade in (UNCERTAIN, AMBIGUOUS) else "default"
+        elif self._neighbour_in_sweep(track, d.gate, speed):
+            outcome = "too_close"  # the pusher would hit a neighbour too: both go to the default bin
         else:
-            outcome = self.scheduler.schedule(track.id, track.u_mm, d.gate, self.ticks_per_s(frame.capture_ts),
-                                              epoch=self._epoch)
+            outcome = self.scheduler.schedule(track.id, track.u_mm, d.gate, speed, epoch=self._epoch)
             acked = time.monotonic()
         o = ItemOutcome(track.id, d, outcome, frame.capture_ts, decided, acked, x_mm, len(track.views_seen))
         self.counts[d.grade] += 1
@@ -188,11 +190,22 @@ class Sorter:
             except Exception:  # a broken listener (reporting) must never stop the sort
                 log.exception("item listener failed for item %s", track.id)
 
+    def clearance_mm(self, ticks_per_s: float, gate: int) -> float:
+        """How close a neighbour's centre may come before the pusher's sweep reaches it (the twin's rule)."""
+        line = self.cfg.line
+        pulse_ms = next(g.pulse_ms for g in line.gates if g.id == gate)
+        travel_mm = ticks_per_s / self.tpm * pulse_ms / 1000.0
+        return line.pusher_mm / 2 + travel_mm / 2 + line.clearance_margin_mm
+
+    def _neighbour_in_sweep(self, track: Track, gate: int, ticks_per_s: float) -> bool:
+        room = self.clearance_mm(ticks_per_s, gate)
+        return any(abs(o.u_mm - track.u_mm) < room for o in self.tracker.tracks.values() if o.id != track.id)
+
     def snapshot(self) -> dict[str, object]:
         """Pure numbers for telemetry: counts per grade, reject rate, latency, ejection stats."""
         total = sum(self.counts.values())
         lat = np.array(self.latencies) if self.latencies else np.zeros(1)
-        rejected = sum(n for g, n in self.counts.items() if g == UNCERTAIN or g not in self.cfg.sorting.grade_to_gate)
+        rejected = sum(n for g, n in self.counts.items() if g not in self.cfg.sorting.grade_to_gate)
         return {
             "items": total,
             "counts": dict(self.counts),

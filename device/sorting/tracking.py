@@ -22,6 +22,7 @@ class Detection:
     y_mm: float
     probs: np.ndarray | None  # class probabilities, None when the item was only partly in view
     view: int = 0
+    ambiguous: bool = False  # the locator could not separate it from a touching item
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Track:
     decided: bool = False
     last_capture_ts: float = 0.0
     views_seen: set[int] = field(default_factory=set)
+    view_sums: dict[int, tuple[np.ndarray, int]] = field(default_factory=dict)
+    ambiguous: bool = False
 
     def predict(self, belt_mm: float) -> float:
         return self.u_mm + self.drift * (belt_mm - self.belt_mm)
@@ -47,6 +50,11 @@ class Track:
         self.prob_sum = probs.astype(np.float64) if self.prob_sum is None else self.prob_sum + probs
         self.prob_frames += 1
         self.views_seen.add(view)
+        vs, vn = self.view_sums.get(view, (np.zeros_like(self.prob_sum), 0))
+        self.view_sums[view] = (vs + probs, vn + 1)
+
+    def view_means(self) -> dict[int, np.ndarray]:
+        return {v: s / n for v, (s, n) in self.view_sums.items()}
 
     def mean_probs(self) -> np.ndarray | None:
         return None if self.prob_sum is None else self.prob_sum / self.prob_frames
@@ -80,8 +88,9 @@ class Tracker:
             self._hit(self.tracks[ti], detections[di], belt_mm, capture_ts)
         for di, d in enumerate(detections):
             if di not in used_d:
-                t = Track(next(self._ids), d.u_mm, d.y_mm, belt_mm, capture_ts, last_capture_ts=capture_ts)
-                if d.probs is not None:
+                t = Track(next(self._ids), d.u_mm, d.y_mm, belt_mm, capture_ts, last_capture_ts=capture_ts,
+                          ambiguous=d.ambiguous)
+                if d.probs is not None and not d.ambiguous:
                     t.add_probs(d.probs, d.view)
                 self.tracks[t.id] = t
                 used_t.add(t.id)
@@ -106,7 +115,8 @@ class Tracker:
         t.hits += 1
         t.misses = 0
         t.last_capture_ts = capture_ts
-        if d.probs is not None:
+        t.ambiguous = t.ambiguous or d.ambiguous
+        if d.probs is not None and not d.ambiguous:
             t.add_probs(d.probs, d.view)
 
     def confirmed(self, t: Track) -> bool:

@@ -64,3 +64,23 @@ def test_grade_c_has_no_gate():
     tr = Tracker(confirm_frames=1)
     tr.update([Detection(0, 160, onehot(8))], 0, 0)
     assert decide(next(iter(tr.tracks.values())), LABELS, SortingConfig()).gate is None
+
+
+def test_any_view_grade_wins_when_one_view_sees_a_defect():
+    tr = Tracker(confirm_frames=1)
+    tr.update([Detection(0, 160, onehot(2, 0.9), view=0)], 0, 0, views=3)
+    tr.update([Detection(0, 160, onehot(2, 0.9), view=1)], 0, 0, views=3)
+    tr.update([Detection(0, 160, onehot(8, 0.8), view=2)], 0, 0, views=3)  # only view 2 sees the rot
+    t = next(iter(tr.tracks.values()))
+    assert decide(t, LABELS, SortingConfig()).grade == "C"
+    assert decide(t, LABELS, SortingConfig(any_view_grades=[])).grade == "M"
+
+
+def test_a_track_that_was_ever_ambiguous_goes_to_the_default_bin():
+    from device.sorting.decision import AMBIGUOUS
+
+    tr = Tracker(confirm_frames=1)
+    tr.update([Detection(0, 160, onehot(2))], 0, 0)
+    tr.update([Detection(0, 160, onehot(2), ambiguous=True)], 1, 0.03)
+    d = decide(next(iter(tr.tracks.values())), LABELS, SortingConfig())
+    assert (d.grade, d.gate) == (AMBIGUOUS, None)
