@@ -100,7 +100,7 @@ class Outbox:
         # FULL: every commit reaches the disk before append() returns (survives power loss).
         # NORMAL: survives a process crash; the last commits may roll back on power loss.
         db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-        # After a long outage the WAL may have grown with the backlog; truncate it back at the next checkpoint.
+        # After a long outage the WAL may have grown with the backlog: cut it back at the next checkpoint.
         db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         db.executescript(_SCHEMA)
         db.execute("SELECT COUNT(*) FROM events").fetchone()  # reads a page: a corrupt file raises here
