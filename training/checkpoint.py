@@ -137,9 +137,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is not an edgesort checkpoint (not a dict)")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
-        raise CheckpointError(
-            f"checkpoint {path} is not an edgesort checkpoint: it lacks {', '.join(missing)}"
-        )
+        raise CheckpointError(f"checkpoint {path} is not an edgesort checkpoint: it lacks {', '.join(missing)}")
     return ckpt
 
 
@@ -161,8 +159,6 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit its own architecture '{ckpt['arch']}': {exc}"
-        ) from exc
+        raise CheckpointError(f"checkpoint {path} does not fit its own architecture '{ckpt['arch']}': {exc}") from exc
     model.eval()
     return model, ckpt

@@ -53,6 +53,12 @@ def add_classify_arguments(p: argparse.ArgumentParser) -> None:
         help="--transfer linear|top: train through the frozen layers with augmentation instead of on "
         "their output computed once per image (no augmentation)",
     )
+    p.add_argument(
+        "--feature-runtime",
+        choices=("auto", "torch", "onnxruntime"),
+        default="auto",
+        help="what computes the cached frozen features (auto: ONNX Runtime on a CPU, checked against torch)",
+    )
     p.add_argument("--patience", type=int, default=0, help="stop after N epochs without a better val top-1")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue a run from its last.pt")
     p.add_argument("--seed", type=int, default=0)
@@ -66,12 +72,8 @@ def add_classify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=int, default=-1, help="data loader workers (-1: 0 for in-memory data, 2 for files)"
     )
-    p.add_argument(
-        "--threads", type=int, default=0, help="torch CPU threads per process (0: torch's default)"
-    )
-    p.add_argument(
-        "--no-test", dest="test", action="store_false", help="skip the final test-split evaluation"
-    )
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads per process (0: torch's default)")
+    p.add_argument("--no-test", dest="test", action="store_false", help="skip the final test-split evaluation")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -112,9 +112,54 @@ def evaluate(
     return counts.summary(labels, split)
 
 
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def onnxruntime_features(trunk: nn.Module, sample: torch.Tensor) -> FeatureFn:
+    """The frozen trunk exported to ONNX and run by ONNX Runtime, checked against PyTorch on `sample`.
+
+    A frozen trunk is a fixed function, and ONNX Runtime computes it several times faster than PyTorch eager
+    on a CPU (EfficientNet-Lite0: about 5x on one thread), which is what keeps a linear probe short."""
+    import tempfile
+    import warnings
+
+    import onnxruntime as ort
+
+    trunk = trunk.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/trunk.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice: it needs no onnxscript
+            torch.onnx.export(
+                trunk,
+                (sample[:1],),
+                path,
+                input_names=["images"],
+                output_names=["features"],
+                dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+                dynamo=False,
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"images": images.float().numpy()})[0])
+
+    with torch.inference_mode():
+        want = trunk(sample)
+    got = run(sample)
+    scale = float(want.abs().max()) or 1.0
+    if float((got - want).abs().max()) > 1e-3 * scale:
+        raise RuntimeError(
+            f"ONNX Runtime disagrees with PyTorch on the frozen trunk ({float((got - want).abs().max())})"
+        )
+    return run
+
+
 @torch.inference_mode()
 def extract_features(
-    backbone: nn.Module,
+    backbone: nn.Module | FeatureFn,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     *,
@@ -122,7 +167,8 @@ def extract_features(
     desc: str = "features",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a frozen backbone once over a data set: (features, targets) on the CPU, for a linear probe."""
-    backbone.eval()
+    if isinstance(backbone, nn.Module):
+        backbone.eval()
     feats, targets = [], []
     for images, t in _progress(loader, enabled=progress, desc=desc, total=len(loader)):  # type: ignore[arg-type]
         feats.append(backbone(images.to(device)).float().cpu())

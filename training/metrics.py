@@ -16,14 +16,12 @@ class Counts:
         self.top5_hits = torch.zeros((), dtype=torch.int64, device=device)
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
 
-    def update(
-        self, logits: torch.Tensor, targets: torch.Tensor, loss_sum: torch.Tensor | None = None
-    ) -> None:
+    def update(self, logits: torch.Tensor, targets: torch.Tensor, loss_sum: torch.Tensor | None = None) -> None:
         k = min(5, self.num_classes)
         pred = logits.argmax(dim=1)
-        self.confusion += torch.bincount(
-            targets * self.num_classes + pred, minlength=self.num_classes**2
-        ).view(self.num_classes, self.num_classes)
+        self.confusion += torch.bincount(targets * self.num_classes + pred, minlength=self.num_classes**2).view(
+            self.num_classes, self.num_classes
+        )
         self.top5_hits += (logits.topk(k, dim=1).indices == targets[:, None]).any(dim=1).sum()
         if loss_sum is not None:
             self.loss_sum += loss_sum.double()

@@ -50,9 +50,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def plain_args(args: argparse.Namespace) -> dict[str, Any]:
     """vars(args) without what is not plain data (the CLI's handler function), for the checkpoint."""
-    return {
-        k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | type(None) | list)
-    }
+    return {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | type(None) | list)}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -75,9 +73,7 @@ def set_trainable(model: nn.Module, info: ModelInfo, transfer: str | None) -> li
     for name, module in model.named_modules():
         own = list(module.parameters(recurse=False))
         if (own and not any(p.requires_grad for p in own)) or (
-            not own
-            and isinstance(module, nn.modules.batchnorm._BatchNorm)
-            and not f"{name}.".startswith(prefixes)
+            not own and isinstance(module, nn.modules.batchnorm._BatchNorm) and not f"{name}.".startswith(prefixes)
         ):
             frozen.append(module)
     return frozen
@@ -92,6 +88,19 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+def recorded_command(argv: list[str], world_size: int) -> str:
+    """The command line as a user would type it again (`python -m training.train` or `edgesort ...`)."""
+    rest = argv[argv.index("classify") + 1 :] if "classify" in argv else argv[1:]
+    prefix = f"torchrun --nproc_per_node {world_size} --no-python " if world_size > 1 else ""
+    return prefix + "edgesort train classify " + shlex.join(rest)
+
+
+def has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
 
 
 def frozen_split(
@@ -109,9 +118,7 @@ def frozen_split(
     return None
 
 
-def make_loader(
-    ds: Any, batch: int, *, train: bool, state: D.DistState, workers: int, seed: int
-) -> DataLoader:
+def make_loader(ds: Any, batch: int, *, train: bool, state: D.DistState, workers: int, seed: int) -> DataLoader:
     if train:
         sampler: Any = (
             DistributedSampler(
@@ -182,9 +189,7 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
         torch.set_num_threads(args.threads)
     D.seed_everything(args.seed)
     out = Path(args.out)
-    command = "edgesort train classify " + shlex.join(
-        sys.argv[1:] if sys.argv[1:2] != ["train"] else sys.argv[3:]
-    )
+    command = recorded_command(sys.argv, state.world_size)
     revision = git_revision()
     main_proc = state.is_main
     progress = args.progress and main_proc
@@ -237,35 +242,41 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
         single = D.DistState(False, 0, 1, 0, state.device)  # every rank computes all features
 
         def feat_loader(ds: Any) -> DataLoader:
-            return make_loader(
-                ds, args.eval_batch_size, train=False, state=single, workers=workers, seed=args.seed
-            )
+            return make_loader(ds, args.eval_batch_size, train=False, state=single, workers=workers, seed=args.seed)
 
         train_ds.transform = eval_transform(info)
+        runtime = args.feature_runtime
+        if runtime == "auto":
+            runtime = "onnxruntime" if state.device.type == "cpu" and has_module("onnxruntime") else "torch"
         try:
+            extractor: Any = trunk
+            if runtime == "onnxruntime":
+                sample = torch.stack([val_ds[i][0] for i in range(min(4, len(val_ds)))])
+                extractor = engine.onnxruntime_features(trunk, sample)
             tr_x, tr_y = engine.extract_features(
-                trunk, feat_loader(train_ds), state.device, progress=progress, desc="features train"
+                extractor, feat_loader(train_ds), state.device, progress=progress, desc="features train"
             )
             va_x, va_y = engine.extract_features(
-                trunk, feat_loader(val_ds), state.device, progress=progress, desc="features val"
+                extractor, feat_loader(val_ds), state.device, progress=progress, desc="features val"
             )
         finally:
             restore()
         if main_proc:
-            log.info("cached frozen features %s in %.0f s", tuple(tr_x.shape[1:]), time.perf_counter() - t0)
+            log.info(
+                "cached frozen features %s with %s, %.0f s since start",
+                tuple(tr_x.shape[1:]),
+                runtime,
+                time.perf_counter() - t0,
+            )
         train_set: Any = TensorDataset(tr_x, tr_y)
         val_set: Any = TensorDataset(va_x, va_y)
         workers, frozen = 0, []
     else:
         net, train_set, val_set = model, train_ds, val_ds
     train_loader = make_loader(train_set, batch, train=True, state=state, workers=workers, seed=args.seed)
-    val_loader = make_loader(
-        val_set, args.eval_batch_size, train=False, state=state, workers=workers, seed=args.seed
-    )
+    val_loader = make_loader(val_set, args.eval_batch_size, train=False, state=state, workers=workers, seed=args.seed)
     ddp_net: nn.Module = (
-        nn.parallel.DistributedDataParallel(
-            net, device_ids=[state.local_rank] if state.device.type == "cuda" else None
-        )
+        nn.parallel.DistributedDataParallel(net, device_ids=[state.local_rank] if state.device.type == "cuda" else None)
         if state.enabled
         else net
     )
@@ -277,9 +288,7 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
         optimizer: torch.optim.Optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=wd)
     else:
         wd = 5e-4 if args.weight_decay is None else args.weight_decay
-        optimizer = torch.optim.SGD(
-            params, lr=args.lr, momentum=args.momentum, weight_decay=wd, nesterov=True
-        )
+        optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=wd, nesterov=True)
     scheduler = make_scheduler(args, optimizer, len(train_loader))
     amp = args.amp if args.amp is not None else state.device.type == "cuda"
     if amp and state.device.type != "cuda":
@@ -293,9 +302,7 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
         ck = read_checkpoint(args.resume)
         missing = [k for k in TRAINING_STATE_KEYS if k not in ck]
         if missing:
-            raise EdgesortError(
-                f"{args.resume} has no training state ({', '.join(missing)}); resume from last.pt"
-            )
+            raise EdgesortError(f"{args.resume} has no training state ({', '.join(missing)}); resume from last.pt")
         if ck["arch"] != args.model or ck["labels"] != info.labels:
             raise EdgesortError(f"{args.resume} is a {ck['arch']} on other labels; it cannot resume this run")
         model.load_state_dict(ck["model"])
@@ -304,9 +311,7 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
         scaler.load_state_dict(ck["scaler"])
         start_epoch, best, bad_epochs, history = ck["epoch"] + 1, ck["best"], ck["bad_epochs"], ck["history"]
         if main_proc:
-            log.info(
-                "resumed from %s at epoch %d (best val top-1 %.4f)", args.resume, start_epoch, best["top1"]
-            )
+            log.info("resumed from %s at epoch %d (best val top-1 %.4f)", args.resume, start_epoch, best["top1"])
 
     writer = None
     if main_proc and args.tensorboard:
@@ -413,9 +418,7 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
         writer.close()
     D.barrier(state)
     if not history:
-        raise EdgesortError(
-            f"nothing to train: --epochs {args.epochs} and the run already reached epoch {start_epoch}"
-        )
+        raise EdgesortError(f"nothing to train: --epochs {args.epochs} and the run already reached epoch {start_epoch}")
 
     # --- final evaluation of the best weights on val and (where the data has one) test
     best_ck = read_checkpoint(out / "best.pt")
@@ -423,9 +426,7 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
     results = {
         "val": engine.evaluate(
             model,
-            make_loader(
-                val_ds, args.eval_batch_size, train=False, state=state, workers=workers, seed=args.seed
-            ),
+            make_loader(val_ds, args.eval_batch_size, train=False, state=state, workers=workers, seed=args.seed),
             state.device,
             info.labels,
             split="val",
@@ -437,9 +438,7 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
         info.counts.update(test_ds.info.counts)
         results["test"] = engine.evaluate(
             model,
-            make_loader(
-                test_ds, args.eval_batch_size, train=False, state=state, workers=workers, seed=args.seed
-            ),
+            make_loader(test_ds, args.eval_batch_size, train=False, state=state, workers=workers, seed=args.seed),
             state.device,
             info.labels,
             split="test",
@@ -450,9 +449,7 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
         from training.plots import confusion_png, curves_png
 
         metrics = dict(report)
-        metrics["splits"] = {
-            k: {m: v[m] for m in ("count", "top1", "top5", "loss")} for k, v in results.items()
-        }
+        metrics["splits"] = {k: {m: v[m] for m in ("count", "top1", "top5", "loss")} for k, v in results.items()}
         final = snapshot(metrics, best_ck["epoch"])
         save_checkpoint(final, out / "best.pt")
         doc = {

@@ -106,3 +106,13 @@ def test_bad_data_is_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 66
     err = capsys.readouterr().err
     assert "train-images-idx3-ubyte.gz is missing" in err and "Traceback" not in err
+
+
+def test_recorded_command() -> None:
+    from training.train import recorded_command
+
+    argv = ["/venv/bin/edgesort", "-v", "train", "classify", "--data", "twin:0", "--out", "a b"]
+    assert recorded_command(argv, 1) == "edgesort train classify --data twin:0 --out 'a b'"
+    assert recorded_command(["/x/training/train.py", "--data", "twin:0"], 2) == (
+        "torchrun --nproc_per_node 2 --no-python edgesort train classify --data twin:0"
+    )

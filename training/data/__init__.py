@@ -145,18 +145,14 @@ def check_options(spec: str, options: dict[str, str], allowed: set[str]) -> None
     unknown = set(options) - allowed
     if unknown:
         known = ", ".join(sorted(allowed)) or "none"
-        raise DataError(
-            f"data spec '{spec}' has unknown option(s) {', '.join(sorted(unknown))} (known: {known})"
-        )
+        raise DataError(f"data spec '{spec}' has unknown option(s) {', '.join(sorted(unknown))} (known: {known})")
 
 
 def option_int(spec: str, options: dict[str, str], key: str, default: int) -> int:
     try:
         return int(options.get(key, default))
     except ValueError:
-        raise DataError(
-            f"data spec '{spec}': option {key} must be an integer, not '{options[key]}'"
-        ) from None
+        raise DataError(f"data spec '{spec}': option {key} must be an integer, not '{options[key]}'") from None
 
 
 def option_float(spec: str, options: dict[str, str], key: str, default: float) -> float:

@@ -47,9 +47,7 @@ _ALLOWED = {
 class _DataOnly(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(
-                f"it names {module}.{name}, which a data file has no business naming"
-            )
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a data file has no business naming")
         return super().find_class(module, name)
 
 
@@ -127,9 +125,7 @@ def build(spec: str, target: str, options: dict[str, str], split: str) -> Classi
         data, labels = data[keep], labels[keep]
     meta = root / "batches.meta"
     if meta.is_file():
-        names = [
-            n.decode() if isinstance(n, bytes) else str(n) for n in unpickle(meta).get("label_names", [])
-        ]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in unpickle(meta).get("label_names", [])]
     else:
         from device.grades import GRADES
 

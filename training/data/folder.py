@@ -53,9 +53,7 @@ def build(spec: str, target: str, options: dict[str, str], split: str) -> Classi
     else:
         val, test = option_float(spec, options, "val", 0.1), option_float(spec, options, "test", 0.1)
         if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-            raise DataError(
-                f"data spec '{spec}': val and test must be fractions that leave some training data"
-            )
+            raise DataError(f"data spec '{spec}': val and test must be fractions that leave some training data")
         if split == "test" and test == 0:
             raise DataError(f"data spec '{spec}': test=0 leaves no test split")
         rng = np.random.default_rng(option_int(spec, options, "seed", 0))

@@ -57,9 +57,7 @@ def read_list(root: Path, split: str) -> list[tuple[str, int, int]]:
         try:
             rows.append((parts[0], int(parts[1]), int(parts[2])))
         except (IndexError, ValueError):
-            raise DataError(
-                f"Grocery Store list file {path} line {n} is not 'path, fine id, coarse id'"
-            ) from None
+            raise DataError(f"Grocery Store list file {path} line {n} is not 'path, fine id, coarse id'") from None
     return rows
 
 
@@ -80,9 +78,7 @@ def build(spec: str, target: str, options: dict[str, str], split: str) -> Classi
     for rel, fine, coarse_id in read_list(root, split):
         cid = coarse_id if coarse else fine
         if cid not in names:
-            raise DataError(
-                f"Grocery Store list {root / (split + '.txt')} names class {cid}, absent from classes.csv"
-            )
+            raise DataError(f"Grocery Store list {root / (split + '.txt')} names class {cid}, absent from classes.csv")
         if produce and rel.split("/")[1] not in PRODUCE:
             continue
         paths.append(root / rel)

@@ -24,9 +24,7 @@ def build(spec: str, target: str, options: dict[str, str], split: str) -> Classi
     try:
         seed = int(target)
     except ValueError:
-        raise DataError(
-            f"data spec '{spec}': twin needs an integer seed (twin:SEED), not '{target}'"
-        ) from None
+        raise DataError(f"data spec '{spec}': twin needs an integer seed (twin:SEED), not '{target}'") from None
     count = option_int(spec, options, split, DEFAULT_COUNTS[split])
     if count <= 0:
         raise DataError(f"data spec '{spec}': the {split} count must be positive")

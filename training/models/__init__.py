@@ -68,9 +68,7 @@ def get_model_info(name: str) -> ModelInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownModelError(
-            f"unknown model '{name}'; known models: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+        raise UnknownModelError(f"unknown model '{name}'; known models: {', '.join(sorted(_REGISTRY))}") from None
 
 
 def get_model(
@@ -84,6 +82,4 @@ def get_model(
     if pretrained and not info.supports_pretrained:
         raise EdgesortError(f"model '{name}' has no pretrained weights; train it from scratch")
     size = tuple(input_size) if input_size else info.default_input_size
-    return info.builder(
-        num_classes=num_classes, in_channels=in_channels, pretrained=pretrained, input_size=size
-    )
+    return info.builder(num_classes=num_classes, in_channels=in_channels, pretrained=pretrained, input_size=size)

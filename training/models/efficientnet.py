@@ -49,9 +49,7 @@ def efficientnet_lite0(
     lite = require("efficientnet_lite_pytorch", "EfficientNet-Lite0", _HINT)
     if input_size[0] != input_size[1]:
         raise EdgesortError(f"efficientnet_lite0 needs a square input, not {input_size[0]}x{input_size[1]}")
-    model = lite.EfficientNet.from_name(
-        "efficientnet-lite0", num_classes=num_classes, image_size=input_size[0]
-    )
+    model = lite.EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes, image_size=input_size[0])
     if pretrained:
         if in_channels != 3:
             raise EdgesortError("the ImageNet weights of efficientnet_lite0 need 3 input channels")

@@ -112,9 +112,7 @@ def deep_mnist(*, num_classes: int, in_channels: int, input_size: tuple[int, int
     return DeepMnist(num_classes, in_channels, input_size)
 
 
-@register_model(
-    "lenet5", "LeNet-5 (61k parameters)", default_input_size=(28, 28), head_prefixes=("classifier.",)
-)
+@register_model("lenet5", "LeNet-5 (61k parameters)", default_input_size=(28, 28), head_prefixes=("classifier.",))
 def lenet5(*, num_classes: int, in_channels: int, input_size: tuple[int, int], **_: Any) -> nn.Module:
     return LeNet5(num_classes, in_channels, input_size)
 
