@@ -16,10 +16,12 @@ class SignatureError(EdgesortError):
     exit_code = 65
 
 
-def _crypto():  # type: ignore[no-untyped-def]
+def _crypto():
     from device.errors import require
 
-    return require("cryptography.hazmat.primitives.asymmetric.ed25519", "Ed25519 signatures", "pip install cryptography")
+    return require(
+        "cryptography.hazmat.primitives.asymmetric.ed25519", "Ed25519 signatures", "pip install cryptography"
+    )
 
 
 def generate_keypair(private_path: Path, public_path: Path) -> None:
@@ -38,7 +40,7 @@ def generate_keypair(private_path: Path, public_path: Path) -> None:
     )
 
 
-def load_private_key(path: Path):  # type: ignore[no-untyped-def]
+def load_private_key(path: Path):
     from cryptography.hazmat.primitives import serialization
 
     ed = _crypto()
@@ -51,7 +53,7 @@ def load_private_key(path: Path):  # type: ignore[no-untyped-def]
     return key
 
 
-def load_public_key(path: Path):  # type: ignore[no-untyped-def]
+def load_public_key(path: Path):
     from cryptography.hazmat.primitives import serialization
 
     ed = _crypto()

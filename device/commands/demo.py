@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
-
-DRAIN_TIMEOUT_S = 30.0  # after spawning stops, how long to wait for the belt to empty
 
 
 def register(sub: Any) -> None:
@@ -36,7 +33,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_demo)
 
 
-def demo_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def demo_config(args: argparse.Namespace):
     from device.config import DeviceConfig, load_config
 
     base = load_config(args.config) if args.config else DeviceConfig()
@@ -56,7 +53,7 @@ def demo_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     })
 
 
-def _status_table(line, elapsed: float, seconds: float):  # type: ignore[no-untyped-def]
+def _status_table(line, elapsed: float, seconds: float):
     from rich.table import Table
 
     t = Table(title=f"edgesort demo — {elapsed:5.1f} / {seconds:.0f} s", show_header=False)
@@ -69,7 +66,8 @@ def _status_table(line, elapsed: float, seconds: float):  # type: ignore[no-unty
     t.add_row("items decided", str(snap.get("items", 0)))
     t.add_row("on the belt / in bins", f"{twin.on_belt()} / {len(twin.finished)}")
     t.add_row("fps in / out", f"{pipe.get('fps_in', 0):.1f} / {pipe.get('fps_out', 0):.1f}")
-    t.add_row("decision latency p50 / p99", "{p50} / {p99} ms".format(**snap.get("decision_latency_ms", {"p50": 0, "p99": 0})))
+    lat = snap.get("latency_ms", {}).get("decision", {})
+    t.add_row("decision latency p50 / p99", f"{lat.get('p50_ms', 0)} / {lat.get('p99_ms', 0)} ms")
     t.add_row("grades", " ".join(f"{g}:{n}" for g, n in sorted(snap.get("counts", {}).items())))
     t.add_row("bins", " ".join(f"{b}:{n}" for b, n in sorted(bins.items())))
     t.add_row("ejections", " ".join(f"{k}:{v}" for k, v in snap.get("ejections", {}).items()))
@@ -80,40 +78,19 @@ def run_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from device.sorting.line import SortingLine
-    from device.sorting.report import TruthRecorder, build_report
+    from device.sorting.session import run_twin_session
 
     console = Console(stderr=True)
     cfg = demo_config(args)
     args.state_dir.mkdir(parents=True, exist_ok=True)
-    line = SortingLine(cfg, firmware=args.firmware)
-    try:
-        line.open()
-        assert line.twin is not None and line.sorter is not None
-        recorder = TruthRecorder(line.twin)
-        line.sorter.listeners.append(recorder)
-        t0 = time.monotonic()
-        with Live(_status_table(line, 0, args.seconds), console=console, refresh_per_second=2,
-                  transient=False, auto_refresh=False, redirect_stderr=False) as live:
-            while (elapsed := time.monotonic() - t0) < args.seconds:
-                time.sleep(0.5)
-                if not args.no_live:
-                    live.update(_status_table(line, elapsed, args.seconds), refresh=True)
-            line.twin.stop_spawning()
-            drain_end = time.monotonic() + DRAIN_TIMEOUT_S
-            while line.twin.on_belt() and time.monotonic() < drain_end:
-                time.sleep(0.2)
-            live.update(_status_table(line, time.monotonic() - t0, args.seconds), refresh=True)
-        report = build_report(cfg, line.twin, recorder, line.sorter.snapshot(), line.pipeline.stats(),
-                              list(line.sorter.scheduler.stats.fire_errors), time.monotonic() - t0)
-        report["mqtt"] = args.mqtt
-        report["firmware"] = bool(args.firmware)
-        report["model"] = line.bundle.manifest.model_id() if line.bundle else ""
-        report["twin"] = cfg.cameras[0].uri
-        report["outbox"] = str(cfg.paths.outbox)
-        report["item_events"] = line.item_events
-    finally:
-        line.close()
+    with Live(console=console, refresh_per_second=2, auto_refresh=False, redirect_stderr=False) as live:
+
+        def show(line, elapsed: float) -> None:
+            if not args.no_live:
+                live.update(_status_table(line, elapsed, args.seconds), refresh=True)
+
+        report = run_twin_session(cfg, args.seconds, firmware=args.firmware, on_tick=show)
+    report["mqtt"] = args.mqtt
     summary = {k: report[k] for k in ("items_total", "items_correct", "sort_accuracy", "classification_accuracy",
                                       "missed_ejections", "wrong_bin", "default_bin", "decision_latency_ms", "fps")}
     console.print_json(json.dumps(summary))

@@ -31,7 +31,14 @@ def register(sub: Any) -> None:
 
 def run_daemon(args: argparse.Namespace) -> int:
     from device.config import load_config
-    from device.service import STATUS_MCU_SAFE, ExitCode, Notifier, ProgressWatchdog, ServiceSignals, exit_code_for
+    from device.service import (
+        STATUS_MCU_SAFE,
+        ExitCode,
+        Notifier,
+        ProgressWatchdog,
+        ServiceSignals,
+        exit_code_for,
+    )
     from device.sorting.line import SortingLine
 
     notifier = Notifier.from_env()
@@ -60,7 +67,8 @@ def run_daemon(args: argparse.Namespace) -> int:
                 if time.monotonic() >= next_status:
                     snap = line.sorter.snapshot()
                     fps = line.pipeline.stats().get("fps_out", 0.0) if line.pipeline else 0.0
-                    notifier.status(f"{snap['items']} items, {fps:.1f} fps, p99 {snap['decision_latency_ms']['p99']} ms")
+                    p99 = snap["decision_latency_ms"]["p99"]
+                    notifier.status(f"{snap['items']} items, {fps:.1f} fps, decision p99 {p99} ms")
                     next_status = time.monotonic() + STATUS_PERIOD_S
             log.info("stopping: %s", sig.stop_reason)
         except Exception as exc:

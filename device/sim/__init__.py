@@ -32,7 +32,8 @@ def open_camera(uri: str, view: int | None = None, name: str = "sim") -> SimCame
     twin = _twins.get(key)
     if twin is None:
         u = urlparse(uri)
-        params = TwinParams.from_uri(u._replace(query=urlencode([(k, v) for k, v in parse_qsl(u.query) if k != "view"])).geturl())
+        query = urlencode([(k, v) for k, v in parse_qsl(u.query) if k != "view"])
+        params = TwinParams.from_uri(u._replace(query=query).geturl())
         twin = Twin(params, DEFAULT_GATES_MM)
         twin.start()
         _twins[key] = twin

@@ -18,7 +18,7 @@ class Encoder(Protocol):
 class FreeEncoder:
     """count = integral of the speed over time.monotonic(); thread-safe."""
 
-    def __init__(self, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, clock=time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._t0 = clock()

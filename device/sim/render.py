@@ -84,7 +84,7 @@ def draw_cucumber(img: np.ndarray, shape: CucumberShape, p: Placement, view: int
     cv2.fillPoly(img, [_to_px(hl, w)], np.clip(skin * 1.45, 0, 255).tolist(), cv2.LINE_AA, _SHIFT)
     # warts: small dark dots along the body
     for _ in range(int(shape.length_mm / 6)):
-        i = rng.integers(3, len(centre) - 3)
+        i = int(rng.integers(3, len(centre) - 3))
         f = rng.uniform(-0.8, 0.8)
         pt = centre[i] + f * (left[i] - centre[i] if f > 0 else centre[i] - right[i])
         cv2.circle(img, tuple(_to_px(pt[None], w)[0]), int(1.2 * (1 << _SHIFT)),

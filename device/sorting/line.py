@@ -9,6 +9,7 @@ Stop order is the reverse, and the MCU is left in its safe state (gates de-energ
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from pathlib import Path
@@ -26,6 +27,17 @@ from device.sorting.sorter import ItemOutcome, Sorter, SortingTask
 log = logging.getLogger(__name__)
 
 DEMO_BUNDLE = Path(__file__).resolve().parent.parent / "assets" / "demo_bundle"
+
+
+def read_temperatures() -> dict[str, float]:
+    """Thermal zones in degrees C (Jetson: CPU-therm, GPU-therm, ...); empty where the kernel has none."""
+    out: dict[str, float] = {}
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+        try:
+            out[(zone / "type").read_text().strip()] = int((zone / "temp").read_text()) / 1000.0
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def resolve_bundle_path(p: Path) -> Path:
@@ -48,7 +60,9 @@ class SortingLine:
         self.latest_frame: Frame | None = None
         self.started_ts = 0.0
         self.mcu_safe = False  # set once the MCU acknowledged SAFE on the way out
-        self.item_events = 0  # item events handed to the reporter (each got a seq)
+        self.item_events = 0  # item events handed to the reporter (each gets a seq)
+        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._report_thread: threading.Thread | None = None
 
     # -- start ------------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -68,6 +82,8 @@ class SortingLine:
         self.sorter = Sorter(cfg, self.bundle.manifest, self.link, views=views, alarm=self._alarm)
         check_geometry(cfg, self.measure_decision_latency_ms(task))
         self._open_reporter()
+        self._report_thread = threading.Thread(target=self._report_loop, name="item-events", daemon=True)
+        self._report_thread.start()
         self.sorter.listeners.append(self._report_item)
         from device.pipeline import Pipeline
 
@@ -85,7 +101,7 @@ class SortingLine:
         cam = self.cfg.cameras[0]
         sim_line = cam.uri.startswith("sim://")
         if sim_line:
-            from device.sim import TwinParams, Twin, open_camera, register_twin
+            from device.sim import Twin, TwinParams, open_camera, register_twin
 
             params = TwinParams.from_uri(cam.uri)
             params.ticks_per_mm = self.cfg.line.ticks_per_mm
@@ -159,9 +175,26 @@ class SortingLine:
         self.sorter.consume(frame, result, times)
 
     def _report_item(self, o: ItemOutcome, frame: Frame) -> None:
-        if self.reporter is not None:
-            self.item_events += 1
-            self.reporter.item_event({**o.event(), "model": self.bundle.manifest.model_id() if self.bundle else ""})
+        # The outbox write (fsync) takes milliseconds: it happens on the reporting thread, never between a
+        # decision and the next frame.
+        self.item_events += 1
+        self._events.put({**o.event(), "model": self.bundle.manifest.model_id() if self.bundle else ""})
+
+    def _report_loop(self) -> None:
+        while True:
+            event = self._events.get()
+            if event is None:
+                return
+            try:
+                self.reporter.item_event(event)
+            except Exception:  # a full disk must not stop the sort; the reporter counts its own drops
+                log.exception("item event %s could not be stored", event.get("item"))
+
+    def _stop_reporting(self) -> None:
+        if self._report_thread is not None:
+            self._events.put(None)
+            self._report_thread.join(timeout=10)
+            self._report_thread = None
 
     def _alarm(self, kind: str, message: str, **fields: Any) -> None:
         log.warning("alarm %s: %s", kind, message)
@@ -169,11 +202,22 @@ class SortingLine:
             self.reporter.alarm(kind, message, **fields)
 
     def telemetry(self) -> dict[str, Any]:
-        snap: dict[str, Any] = {"model": self.bundle.manifest.model_id() if self.bundle else ""}
+        """The telemetry snapshot (device.fleet.payloads.Telemetry fields): pure reads of the parts' counters."""
+        snap: dict[str, Any] = {"model": self.bundle.manifest.model_id() if self.bundle else None,
+                                "temperatures_c": read_temperatures()}
         if self.pipeline is not None:
-            snap["pipeline"] = self.pipeline.stats()
+            st = self.pipeline.stats()
+            snap["fps"] = round(float(st.get("fps_out", 0.0)), 2)
+            snap["dropped_frames"] = int(st.get("dropped", 0))
+            snap["latency_ms"] = {k: {"p50_ms": round(v["p50"], 2), "p99_ms": round(v["p99"], 2)}
+                                  for k, v in st.get("latency_ms", {}).items()}
         if self.sorter is not None:
-            snap.update(self.sorter.snapshot())
+            s = self.sorter.snapshot()
+            snap["counts"] = s["counts"]
+            snap["reject_rate"] = s["reject_rate"]
+            snap["paused"] = self.sorter.paused.is_set()
+            snap["latency_ms"] = {**snap.get("latency_ms", {}), "decision": {
+                "p50_ms": s["decision_latency_ms"]["p50"], "p99_ms": s["decision_latency_ms"]["p99"]}}
             snap["belt_speed_mps"] = round(self.sorter.ticks_per_s(time.monotonic()) / self.cfg.line.ticks_per_mm
                                            / 1000.0, 3)
         if self.link is not None:
@@ -234,6 +278,7 @@ class SortingLine:
             ("pipeline", lambda: self.pipeline and self.pipeline.stop()),
             ("MCU safe state", self._make_safe),
             ("link", lambda: self.link and self.link.close()),
+            ("item events", self._stop_reporting),
             ("reporter", lambda: self.reporter and self.reporter.stop()),
             ("twin", lambda: self.twin and self.twin.stop()),
             ("mcu simulator", lambda: self.mcu_sim and self.mcu_sim.stop()),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -27,13 +27,13 @@ class TruthRecorder:
         self._lock = threading.Lock()
 
     def __call__(self, o: ItemOutcome, frame: Frame) -> None:
-        truth = frame.meta.get("truth", [])
-        best = min(truth, key=lambda t: abs(float(t["x_mm"]) - o.x_mm), default=None)  # type: ignore[arg-type]
+        truth = cast(list[dict[str, Any]], frame.meta.get("truth", []))
+        best = min(truth, key=lambda t: abs(float(t["x_mm"]) - o.x_mm), default=None)
         with self._lock:
-            if best is None or abs(float(best["x_mm"]) - o.x_mm) > MATCH_MM:  # type: ignore[arg-type]
+            if best is None or abs(float(best["x_mm"]) - o.x_mm) > MATCH_MM:
                 self.unmatched += 1
                 return
-            item_id = int(best["id"])  # type: ignore[call-overload]
+            item_id = int(best["id"])
             self.outcomes[item_id] = o
         for it in [*self.twin.items, *self.twin.finished]:
             if it.id == item_id:

@@ -48,7 +48,7 @@ class EjectionStats:
 
 
 class EjectionScheduler:
-    def __init__(self, cfg: DeviceConfig, link, alarm: Callable[..., None] | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, cfg: DeviceConfig, link, alarm: Callable[..., None] | None = None) -> None:
         self.tpm = cfg.line.ticks_per_mm
         self.gates = {g.id: g for g in cfg.line.gates}
         self.link = link
@@ -94,7 +94,7 @@ class EjectionScheduler:
             self.alarm("eject_full", f"item {item_id}: the MCU's ejection queue is full", item=item_id)
         return answer
 
-    def _on_fired(self, ev) -> None:  # type: ignore[no-untyped-def]
+    def _on_fired(self, ev) -> None:
         with self._lock:
             p = self.pending.pop(ev.item_id, None)
         if p is None:

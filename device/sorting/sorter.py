@@ -95,7 +95,7 @@ class ItemOutcome:
 class Sorter:
     """Pipeline consumer: tracks items, decides once per item, schedules ejections, tells listeners."""
 
-    def __init__(self, cfg: DeviceConfig, manifest: Manifest, link, *, views: int = 1,  # type: ignore[no-untyped-def]
+    def __init__(self, cfg: DeviceConfig, manifest: Manifest, link: Any, *, views: int = 1,
                  alarm: Callable[..., None] | None = None) -> None:
         self.cfg = cfg
         self.labels = manifest.labels
@@ -201,7 +201,7 @@ class Sorter:
         room = self.clearance_mm(ticks_per_s, gate)
         return any(abs(o.u_mm - track.u_mm) < room for o in self.tracker.tracks.values() if o.id != track.id)
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> dict[str, Any]:
         """Pure numbers for telemetry: counts per grade, reject rate, latency, ejection stats."""
         total = sum(self.counts.values())
         lat = np.array(self.latencies) if self.latencies else np.zeros(1)

@@ -20,13 +20,15 @@ def test_bad_value_names_the_key_and_the_reason():
 
 
 def test_grade_mapped_to_a_missing_gate_is_refused():
-    with pytest.raises(ConfigError, match="gate 9 is not in line.gates"):
+    with pytest.raises(ConfigError, match=r"gate 9 is not in line\.gates"):
         parse_config("sorting:\n  grade_to_gate: {M: 9}\n")
 
 
 def test_gate_before_the_decision_line_is_refused():
     with pytest.raises(ConfigError, match="not past the decision line"):
-        parse_config("line:\n  decision_line_mm: 500\n  gates: [{id: 1, distance_mm: 300}]\nsorting:\n  grade_to_gate: {}\n")
+        parse_config(
+            "line:\n  decision_line_mm: 500\n  gates: [{id: 1, distance_mm: 300}]\nsorting:\n  grade_to_gate: {}\n"
+        )
 
 
 def test_not_yaml_and_not_a_mapping():

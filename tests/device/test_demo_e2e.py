@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fleet"))
-from fleet_support import Broker, Collector  # noqa: E402
+from fleet_support import Broker, Collector
 
 pytestmark = pytest.mark.mqtt
 

@@ -15,7 +15,8 @@ def belt_of(rng, gaps, gain=1.0):
     xs, x, front_prev = [], -170.0, 0.0
     for k in range(len(gaps) + 1):
         shape = sample_shape(str(rng.choice(GRADES)), rng)
-        p = Placement(0, 160 + rng.normal(0, 10), rng.uniform(-6, 6), int(rng.choice([-1, 1])), int(rng.integers(1 << 30)))
+        p = Placement(0, 160 + rng.normal(0, 10), rng.uniform(-6, 6), int(rng.choice([-1, 1])),
+                      int(rng.integers(1 << 30)))
         back, front = footprint_x(shape, p)
         if k:
             x += front_prev + back + gaps[k - 1]

@@ -69,7 +69,7 @@ def test_camera_frames_show_the_items_the_truth_lists():
     for _ in range(90):
         f = cam.read(1.0)
         assert f is not None and f.image.shape == (320, 480, 3)
-        complete, partial = find_items(f.image)
+        complete, _partial = find_items(f.image)
         in_view = [t for t in f.meta["truth"] if -200 < t["x_mm"] < 200]
         seen += len(in_view)
         assert len(complete) >= len(in_view)

@@ -1,0 +1,102 @@
+"""`edgesort bench sort`: the sorting line on the twin across belt speeds, item rates, MCUs and faults.
+
+Each run reports, from the twin's truth, sort_accuracy next to classification_accuracy, wrong_bin, missed
+ejections, decision latency (frame capture to the MCU's acknowledgement) p50/p99 and, from the same run's
+pipeline, the inference stage's p99, so that "decision p99 <= inference p99 + 10 ms" is read off one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+log = logging.getLogger(__name__)
+
+FAULT_RUNS = {
+    "stuck_gate": "stuck_gates=2",
+    "host_stall": "faults=stall@6:0.8",
+    "mcu_reset": "faults=reset@8",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds", type=float, default=20.0, help="feeding time per run")
+    p.add_argument("--speeds", default="0.5,1.5", help="belt speeds, m/s")
+    p.add_argument("--rates", default="2,8", help="items per second")
+    p.add_argument("--mcu", default="python,firmware", help="python and/or firmware (simavr)")
+    p.add_argument("--faults", default="stuck_gate,host_stall,mcu_reset",
+                   help=f"fault runs at the first speed and rate ({', '.join(FAULT_RUNS)}; '' for none)")
+    p.add_argument("--bundle", type=Path, help="model bundle (default: the demo bundle)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--state-dir", type=Path, default=Path("runs/bench-sort-state"))
+    p.add_argument("--json", type=Path, required=True)
+
+
+def _config(args: argparse.Namespace, speed: float, rate: float, extra: str, tag: str):
+    from device.config import DeviceConfig
+
+    base = DeviceConfig()
+    query = urlencode({"belt_speed": speed, "rate": rate, "seed": args.seed})
+    uri = f"sim://bench?{query}" + (f"&{extra}" if extra else "")
+    return base.model_copy(update={
+        "device": base.device.model_copy(update={"id": "bench"}),
+        "cameras": [base.cameras[0].model_copy(update={"uri": uri, "name": "sim"})],
+        "model": base.model if args.bundle is None else base.model.model_copy(update={"bundle": args.bundle}),
+        "line": base.line.model_copy(update={"max_belt_speed_mps": max(speed, base.line.max_belt_speed_mps)}),
+        "bridge": base.bridge.model_copy(update={"port": "sim"}),
+        "paths": base.paths.model_copy(update={"state_dir": args.state_dir / tag}),
+    })
+
+
+def _row(report: dict[str, Any], **key: Any) -> dict[str, Any]:
+    infer = report.get("pipeline", {}).get("latency_ms", {}).get("infer", {})
+    infer_p99 = float(infer.get("p99", 0.0)) if isinstance(infer, dict) else 0.0
+    dec = report["decision_latency_ms"]
+    return {
+        **key,
+        "items_total": report["items_total"],
+        "items_per_s": report["items_per_s"],
+        "sort_accuracy": report["sort_accuracy"],
+        "classification_accuracy": report["classification_accuracy"],
+        "accuracy_gap_points": round(100 * (report["classification_accuracy"] - report["sort_accuracy"]), 2),
+        "wrong_bin": report["wrong_bin"],
+        "default_bin": report["default_bin"],
+        "missed_ejections": report["missed_ejections"],
+        "decision_latency_ms": dec,
+        "inference_p99_ms": round(infer_p99, 2),
+        "decision_p99_minus_inference_p99_ms": round(dec["p99"] - infer_p99, 2),
+        "fire_position_error_counts": report["fire_position_error_counts"],
+        "fps": report["fps"],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from device.sorting.session import run_twin_session
+
+    speeds = [float(x) for x in args.speeds.split(",") if x]
+    rates = [float(x) for x in args.rates.split(",") if x]
+    mcus = [m for m in args.mcu.split(",") if m]
+    faults = [f for f in args.faults.split(",") if f]
+    for f in faults:
+        if f not in FAULT_RUNS:
+            raise SystemExit(f"bench sort: unknown fault run '{f}' (known: {', '.join(FAULT_RUNS)})")
+    rows = []
+    plan = [(m, s, r, "") for m in mcus for s in speeds for r in rates]
+    plan += [(m, speeds[0], rates[0], f) for m in mcus for f in faults]
+    for mcu, speed, rate, fault in plan:
+        tag = f"{mcu}-{speed}-{rate}-{fault or 'none'}"
+        log.info("bench sort: %s", tag)
+        cfg = _config(args, speed, rate, FAULT_RUNS.get(fault, ""), tag)
+        report = run_twin_session(cfg, args.seconds, firmware=(mcu == "firmware"))
+        rows.append(_row(report, mcu=mcu, belt_speed_mps=speed, rate=rate, fault=fault or None))
+        print(json.dumps(rows[-1]), flush=True)
+    doc = {"bench": "sort", "seconds_per_run": args.seconds, "machine": platform.platform(),
+           "processor": platform.processor(), "runs": rows}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
