@@ -19,7 +19,7 @@ from device.config import DeviceConfig
 
 log = logging.getLogger(__name__)
 
-MISSED_AFTER_MM = 60.0  # belt travel past the target with no FIRED report before an ejection counts as missed
+MISSED_AFTER_MM = 150.0  # belt travel past the target with no FIRED report before an ejection counts as missed
 
 
 @dataclass
@@ -38,12 +38,13 @@ class EjectionStats:
     full: int = 0
     failed: int = 0  # the link gave up after its retries
     missed: int = 0
+    late_reports: int = 0  # FIRED arrived after the ejection had been counted missed (a slow host)
     fire_errors: list[int] = field(default_factory=list)  # actual - target counts
 
     def as_dict(self) -> dict[str, object]:
         return {
             "queued": self.queued, "fired": self.fired, "late": self.late, "full": self.full,
-            "failed": self.failed, "missed": self.missed,
+            "failed": self.failed, "missed": self.missed, "late_reports": self.late_reports,
         }
 
 
@@ -55,6 +56,7 @@ class EjectionScheduler:
         self.alarm = alarm or (lambda kind, message, **kw: log.warning("%s: %s", kind, message))
         self.stats = EjectionStats()
         self.pending: dict[int, Pending] = {}
+        self._missed: dict[int, Pending] = {}  # counted missed; a late FIRED report still settles them
         self._lock = threading.Lock()
         link.add_fired_listener(self._on_fired)
 
@@ -97,6 +99,12 @@ class EjectionScheduler:
     def _on_fired(self, ev) -> None:
         with self._lock:
             p = self.pending.pop(ev.item_id, None)
+            late = self._missed.pop(ev.item_id, None) if p is None else None
+        if late is not None:
+            # the MCU did fire; its report came after the host gave up waiting (the host was starved)
+            self.stats.missed -= 1
+            self.stats.late_reports += 1
+            p = late
         if p is None:
             log.warning("FIRED for item %s that is not pending (gate %s)", ev.item_id, ev.gate)
             return
@@ -110,6 +118,7 @@ class EjectionScheduler:
             missed = [p for p in self.pending.values() if count_now > p.fire_at + limit]
             for p in missed:
                 del self.pending[p.item_id]
+                self._missed[p.item_id] = p
         for p in missed:
             self.stats.missed += 1
             self.alarm("eject_missed", f"item {p.item_id}: gate {p.gate} did not report firing at count {p.fire_at}",
