@@ -6,6 +6,7 @@ Registration is light (argparse only); the link and simulators are imported insi
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import sys
 import time
@@ -19,9 +20,7 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="bridge_command", metavar="ACTION", required=True)
 
     def port_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--port", default=DEFAULT_PORT, help="pyserial URL: /dev/ttyUSB0, /dev/pts/3, spy://..."
-        )
+        p.add_argument("--port", default=DEFAULT_PORT, help="pyserial URL: /dev/ttyUSB0, /dev/pts/3, spy://...")
         p.add_argument("--baud", type=int, default=115200)
 
     ping = sub.add_parser("ping", help="heartbeat round trips: min/p50/max in ms")
@@ -40,6 +39,7 @@ def register(subparsers: Any) -> None:
     fire.set_defaults(func=_fire)
 
     sim = sub.add_parser("sim", help="start an MCU simulator and print its pty path (Ctrl-C stops it)")
+    sim.add_argument("--firmware", action="store_true", help="the real firmware ELF in simavr, not the Python MCU")
     sim.add_argument("--speed", type=float, default=1000.0, help="belt encoder speed in ticks per second")
     sim.add_argument("--log-gates", action="store_true", help="print every gate change")
     sim.set_defaults(func=_sim)
@@ -69,8 +69,7 @@ def _ping(args: argparse.Namespace) -> int:
         f"{info.gate_count} gates, queue {info.queue_capacity}"
     )
     print(
-        f"{len(rtts)} round trips: min {min(rtts):.2f} ms, p50 {statistics.median(rtts):.2f} ms, "
-        f"max {max(rtts):.2f} ms"
+        f"{len(rtts)} round trips: min {min(rtts):.2f} ms, p50 {statistics.median(rtts):.2f} ms, max {max(rtts):.2f} ms"
     )
     return 0
 
@@ -107,12 +106,27 @@ def _sim(args: argparse.Namespace) -> int:
         if args.log_gates:
             print(f"gate {gate} {'ON ' if on else 'off'} at count {count}", flush=True)
 
-    from firmware_bridge.mcu_sim import McuSimulator
+    sim: Any
+    if args.firmware:
+        from firmware_bridge.simavr import FirmwareSimulator, SimavrError
 
-    sim = McuSimulator(on_gate=log_gate)
-    port = sim.start()
+        sim = FirmwareSimulator(on_gate=log_gate)
+        try:
+            port = sim.start()
+        except SimavrError as exc:
+            return _fail(args, exc)
+    else:
+        from firmware_bridge.mcu_sim import McuSimulator
+
+        sim = McuSimulator(on_gate=log_gate)
+        port = sim.start()
     sim.set_speed(args.speed)
     print(port, flush=True)
+
+    def stop_on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # systemd/kill: stop the simulator as Ctrl-C does
+
+    signal.signal(signal.SIGTERM, stop_on_term)
     try:
         while True:
             time.sleep(1)

@@ -31,6 +31,7 @@ from firmware_bridge.protocol import McuState, MsgType, Result
 log = logging.getLogger(__name__)
 
 CLOCK_WINDOW_S = 2.0  # clock offset = the min-RTT heartbeat sample within this window (tracks drift)
+CLOCK_JUMP_S = 0.001  # beyond the round trips' uncertainty: 1 ms, 500x a crystal's drift over the window
 ENCODER_WINDOW = 400  # encoder samples kept (4 s at the default 10 ms stream period)
 READ_TIMEOUT_S = 0.02  # reader thread poll, so close() returns promptly
 # An Arduino resets when its port is opened (DTR) and its bootloader listens for ~1-2 s before the firmware
@@ -159,6 +160,7 @@ class BridgeLink:
                 "heartbeats",
                 "heartbeat_failures",
                 "listener_errors",
+                "clock_jumps",
             ),
             0,
         )
@@ -344,14 +346,19 @@ class BridgeLink:
             self._enc_c.append(c)
         return t, c
 
-    def _add_clock_sample(
-        self, t_send: float, t_recv: float, mcu_s: float, req_len: int, rep_len: int
-    ) -> None:
+    def _add_clock_sample(self, t_send: float, t_recv: float, mcu_s: float, req_len: int, rep_len: int) -> None:
         """NTP-style: the MCU handled the request between our send and receive; split the round trip in
         proportion to the frame lengths (UART wire time dominates; on a pty both parts are tiny)."""
         rtt = t_recv - t_send
         host_at_mcu = t_send + rtt * req_len / (req_len + rep_len)
         off = host_at_mcu - mcu_s
+        if self._clock:
+            best = min(self._clock, key=lambda s: s[1])
+            if abs(off - best[2]) > (rtt + best[1]) / 2 + CLOCK_JUMP_S:
+                # each sample brackets the offset within half its round trip; two that cannot both hold mean
+                # the MCU clock jumped against ours (a reboot not yet seen, a paused simulator): start afresh
+                self._clock.clear()
+                self._counters["clock_jumps"] += 1
         self._clock.append((t_recv, rtt, off))
         while self._clock and self._clock[0][0] < t_recv - CLOCK_WINDOW_S:
             self._clock.popleft()
@@ -453,9 +460,7 @@ class BridgeLink:
             if r.get("result") != Result.NOT_LINKED:
                 return r
             if self.epoch != start_epoch:
-                raise BridgeReset(
-                    f"the MCU rebooted while {msg_type.name} was in flight; it was not executed"
-                )
+                raise BridgeReset(f"the MCU rebooted while {msg_type.name} was in flight; it was not executed")
             if attempt == 0:
                 # the MCU went fail-safe (host silent for 500 ms): its queue is flushed but its count goes on
                 self._relink(gen)
@@ -470,14 +475,10 @@ class BridgeLink:
         f = reply.fields()
         if f["proto"] != p.PROTOCOL_VERSION:
             raise BridgeRejected(f"the MCU speaks protocol {f['proto']}, this host {p.PROTOCOL_VERSION}")
-        self.info = McuInfo(
-            f["proto"], f["fw_version"], f["queue_capacity"], f["gate_count"], f["reset_cause"]
-        )
+        self.info = McuInfo(f["proto"], f["fw_version"], f["queue_capacity"], f["gate_count"], f["reset_cause"])
         with self._sync_lock:
             mcu_s, _ = self._add_encoder_sample(f["mcu_us"], f["count"])
-            self._add_clock_sample(
-                t_send, t_recv, mcu_s, n, len(p.encode(reply.type, reply.seq, reply.payload))
-            )
+            self._add_clock_sample(t_send, t_recv, mcu_s, n, len(p.encode(reply.type, reply.seq, reply.payload)))
         self.last_heartbeat_ts = t_recv
         self._link_gen += 1
         self._need_relink.clear()
@@ -498,9 +499,7 @@ class BridgeLink:
         f = reply.fields()
         with self._sync_lock:
             mcu_s, _ = self._add_encoder_sample(f["mcu_us"], f["count"])
-            self._add_clock_sample(
-                t_send, t_recv, mcu_s, n, len(p.encode(reply.type, reply.seq, reply.payload))
-            )
+            self._add_clock_sample(t_send, t_recv, mcu_s, n, len(p.encode(reply.type, reply.seq, reply.payload)))
         self.last_heartbeat_ts = t_recv
         self._counters["heartbeats"] += 1
         return f, t_recv - t_send
@@ -566,9 +565,12 @@ class BridgeLink:
             self._last_mcu_seq = f.seq
             b = f.fields()
             self.epoch += 1
-            self._counters["mcu_resets"] += 1
             self._reset_sync()
-            log.warning("the MCU rebooted (reset cause 0x%02x): its queue is lost", b["reset_cause"])
+            if self.info is None:  # the MCU came up while we connected (a simulator starting, DTR reset)
+                log.info("the MCU booted (reset cause 0x%02x)", b["reset_cause"])
+            else:
+                self._counters["mcu_resets"] += 1
+                log.warning("the MCU rebooted (reset cause 0x%02x): its queue is lost", b["reset_cause"])
             self._emit("mcu_reset", {"reset_cause": b["reset_cause"], "epoch": self.epoch})
             hello_in_flight = any(
                 pp.msg_type == MsgType.HELLO and not pp.event.is_set() for pp in list(self._pending.values())
@@ -597,9 +599,7 @@ class BridgeLink:
             self._on_fired(f.fields())
         elif f.type == MsgType.FAILSAFE:
             self._counters["failsafes"] += 1
-            log.warning(
-                "the MCU went fail-safe (host silent): %d queued ejections dropped", f.fields()["flushed"]
-            )
+            log.warning("the MCU went fail-safe (host silent): %d queued ejections dropped", f.fields()["flushed"])
             self._emit("failsafe", f.fields())
             self._flag_relink()
 

@@ -85,7 +85,7 @@ class McuSimulator:
         return self._base_t + (count - self._base_count) / self._speed
 
     def _mcu_count_at(self, t: float) -> int:
-        return math.floor(self._phys_at(t) + 1e-9) - self._boot_phys
+        return math.floor(self._phys_at(t) + 1e-6) - self._boot_phys
 
     def set_speed(self, ticks_per_s: float) -> None:
         if ticks_per_s < 0:
@@ -100,7 +100,7 @@ class McuSimulator:
 
     def count(self) -> int:
         with self._lock:
-            return math.floor(self._phys_at(time.monotonic()) + 1e-9)
+            return math.floor(self._phys_at(time.monotonic()) + 1e-6)
 
     @property
     def speed(self) -> float:
@@ -146,9 +146,7 @@ class McuSimulator:
         with self._lock:
             self._all_gates_off(time.monotonic())
             self._boot(RESET_EXTERNAL)
-            self._send(
-                MsgType.BOOT, reset_cause=self.reset_cause, fw_version=FW_VERSION, proto=p.PROTOCOL_VERSION
-            )
+            self._send(MsgType.BOOT, reset_cause=self.reset_cause, fw_version=FW_VERSION, proto=p.PROTOCOL_VERSION)
         self._wake()
 
     def _boot(self, cause: int) -> None:
@@ -156,7 +154,7 @@ class McuSimulator:
         self.reset_cause = cause
         self.state = McuState.UNLINKED
         self._boot_t = now
-        self._boot_phys = math.floor(self._phys_at(now) + 1e-9)
+        self._boot_phys = math.floor(self._phys_at(now) + 1e-6)
         self._queue: list[_Entry] = []
         self._gate_until: dict[int, float] = {}
         self._history: deque[tuple[int, int, int, int]] = deque(maxlen=DEDUPE_DEPTH)  # seq,type,result,extra
@@ -244,12 +242,14 @@ class McuSimulator:
             self._next_stream = max(self._next_stream + self._stream_ms / 1000, now)
 
     def _fire(self, e: _Entry, t: float) -> None:
+        """t is the moment the count reaches e.target (from the speed), so the count then is e.target: taken
+        as is, since recomputing it from t in floating point can land a hair below the edge."""
         self._queue.remove(e)
-        actual = self._mcu_count_at(t)
+        actual = e.target
         energised = e.gate in self._gate_until
         self._gate_until[e.gate] = max(self._gate_until.get(e.gate, 0.0), t + e.pulse_ms / 1000)
         if not energised:
-            self._gate_cb(e.gate, True, t)
+            self._gate_cb(e.gate, True, t, count=e.target + self._boot_phys)
         self.mcu_counters["fired"] += 1
         self.fired_log.append((e.item_id, e.gate, e.target, actual))
         self._send(
@@ -261,10 +261,10 @@ class McuSimulator:
             mcu_us=self._mcu_us(t),
         )
 
-    def _gate_cb(self, gate: int, on: bool, t: float) -> None:
+    def _gate_cb(self, gate: int, on: bool, t: float, count: int | None = None) -> None:
         if self.on_gate is not None:
             try:
-                self.on_gate(gate, on, math.floor(self._phys_at(t) + 1e-9))
+                self.on_gate(gate, on, math.floor(self._phys_at(t) + 1e-6) if count is None else count)
             except Exception:  # a failing observer must not stop the MCU
                 log.exception("on_gate callback failed")
 
@@ -433,9 +433,7 @@ class McuSimulator:
     def _answer(self, f: p.Frame, t: MsgType, result: int, extra: int) -> None:
         now = time.monotonic()
         if t == MsgType.QUEUE_EJECT:
-            self._reply(
-                f, result=result, queue_depth=len(self._queue), count=self._mcu_count_at(now) & 0xFFFFFFFF
-            )
+            self._reply(f, result=result, queue_depth=len(self._queue), count=self._mcu_count_at(now) & 0xFFFFFFFF)
         elif t == MsgType.SAFE:
             self._reply(f, result=result, flushed=extra)
         else:

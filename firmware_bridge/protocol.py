@@ -82,9 +82,7 @@ class FailsafeReason(enum.IntEnum):
 
 
 # Commands that change the world: acknowledged by sequence, retried by the host, deduplicated by the MCU.
-WORLD_CHANGING = frozenset(
-    {MsgType.QUEUE_EJECT, MsgType.CANCEL, MsgType.SAFE, MsgType.TEST_PULSE, MsgType.CONFIGURE}
-)
+WORLD_CHANGING = frozenset({MsgType.QUEUE_EJECT, MsgType.CANCEL, MsgType.SAFE, MsgType.TEST_PULSE, MsgType.CONFIGURE})
 
 # Payload layouts: struct format (little-endian) and field names, one per message type.
 LAYOUTS: dict[MsgType, tuple[str, tuple[str, ...]]] = {

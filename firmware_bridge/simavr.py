@@ -62,9 +62,7 @@ def build(build_dir: Path | None = None, *, quiet: bool = True) -> tuple[Path, P
     else:
         fw_build, h_build = FIRMWARE_DIR / "build", HARNESS_DIR / "build"
     for src, out in ((FIRMWARE_DIR, fw_build), (HARNESS_DIR, h_build)):
-        res = subprocess.run(
-            ["make", "-C", str(src), f"BUILD={out}"], capture_output=True, text=True, check=False
-        )
+        res = subprocess.run(["make", "-C", str(src), f"BUILD={out}"], capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise SimavrError(f"make in {src} failed: {(res.stderr or res.stdout).strip().splitlines()[-1:]}")
         if not quiet:

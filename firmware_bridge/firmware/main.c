@@ -188,17 +188,22 @@ ISR(INT0_vect) {
 }
 
 /* ---- UART ------------------------------------------------------------------------------------------ */
+/* Drains every byte the UART holds. The last UCSR0A read, which finds RXC0 clear, is also what tells
+ * simavr's UART model that its input is empty (its XON); without it the harness would stop feeding bytes
+ * once that model's 64-byte input FIFO had filled. */
 ISR(USART_RX_vect) {
-    uint8_t status = UCSR0A;
-    uint8_t b = UDR0;
-    if (status & (1 << DOR0)) uart_overruns++;
-    uint8_t next = (uint8_t)((rx_head + 1) % RX_RING);
-    if (next == rx_tail) {
-        uart_overruns++;
-        return;
+    uint8_t status;
+    while ((status = UCSR0A) & (1 << RXC0)) {
+        uint8_t b = UDR0;
+        if (status & (1 << DOR0)) uart_overruns++;
+        uint8_t next = (uint8_t)((rx_head + 1) % RX_RING);
+        if (next == rx_tail) {
+            uart_overruns++;
+            continue;
+        }
+        rx_buf[rx_head] = b;
+        rx_head = next;
     }
-    rx_buf[rx_head] = b;
-    rx_head = next;
 }
 
 ISR(USART_UDRE_vect) {
@@ -407,8 +412,8 @@ static void hw_init(void) {
     PORTD &= 0x0F;
     PORTB &= 0xF0;
 
+    UCSR0A = (1 << U2X0); /* before UBRR0: simavr derives its byte time when UBRR0L is written */
     UBRR0 = UBRR_115200_U2X;
-    UCSR0A = (1 << U2X0);
     UCSR0C = (1 << UCSZ01) | (1 << UCSZ00); /* 8N1 */
     UCSR0B = (1 << RXEN0) | (1 << TXEN0) | (1 << RXCIE0);
 

@@ -46,6 +46,7 @@
 #define RXEN0_BIT 0x10
 #define GATES 8
 #define PACE_SLICE_US 200 /* the core runs at most this far ahead of the wall clock */
+#define MAX_CATCH_UP (FREQ / 50) /* 20 ms: a longer lag pauses the simulated world instead */
 
 static avr_t *avr;
 static FILE *events;
@@ -62,7 +63,7 @@ static double speed;
 static double enc_next;
 static int enc_level;
 static int gate_level[GATES];
-static uint64_t max_lag_cycles;
+static uint64_t max_lag_cycles, paused_cycles, pauses;
 static int enc_armed;
 static uint64_t cycle_offset, last_cycle; /* some simavr versions zero avr->cycle in avr_reset */
 static void (*core_reset)(avr_t *);
@@ -346,8 +347,18 @@ int main(int argc, char **argv) {
         double wall = now_s() - t0;
         uint64_t target = cycle0 + (uint64_t)(wall * FREQ) + FREQ / 1000000 * PACE_SLICE_US;
         uint64_t c = sim_cycles();
-        if (c + FREQ / 100 < target && target - c > max_lag_cycles)
-            max_lag_cycles = target - c; /* behind the wall clock by more than 10 ms */
+        if (target > c && target - c > max_lag_cycles)
+            max_lag_cycles = target - c;
+        if (target > c + MAX_CATCH_UP) {
+            /* The OS did not run us for a while (a loaded machine). Catching up would run the MCU faster than
+             * the host for a moment and fake a host silence; instead the simulated world pauses, belt included,
+             * as if the MCU's clock had stopped: counted in STATS. */
+            uint64_t lag = target - c - FREQ / 1000000 * PACE_SLICE_US;
+            t0 += (double)lag / FREQ;
+            target -= lag;
+            paused_cycles += lag;
+            pauses++;
+        }
         /* at most 1 ms of simulated time between two visits to the pty: after the OS starved this process,
          * the catch-up still answers the host promptly instead of in one long burst */
         if (target > c + FREQ / 1000)
@@ -379,8 +390,9 @@ int main(int argc, char **argv) {
             select(pty_master + 1, &rd, &wr, NULL, &tv);
         }
     }
-    fprintf(events, "STATS cycles=%llu count=%llu max_lag_us=%llu host_bytes_dropped=%llu\n",
+    fprintf(events, "STATS cycles=%llu count=%llu max_lag_us=%llu pauses=%llu paused_us=%llu host_bytes_dropped=%llu\n",
             (unsigned long long)sim_cycles(), (unsigned long long)enc_count,
-            (unsigned long long)(max_lag_cycles / (FREQ / 1000000)), (unsigned long long)host_bytes_dropped);
+            (unsigned long long)(max_lag_cycles / (FREQ / 1000000)), (unsigned long long)pauses,
+            (unsigned long long)(paused_cycles / (FREQ / 1000000)), (unsigned long long)host_bytes_dropped);
     return 0;
 }

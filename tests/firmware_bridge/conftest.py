@@ -14,6 +14,9 @@ from firmware_bridge.link import BridgeLink
 from firmware_bridge.mcu_sim import McuSimulator
 
 SPEED = 5000.0  # encoder ticks/s for the link tests
+# Retries sized for a shared, loaded CI machine: both simulators are processes or threads the OS may leave
+# unscheduled for a few hundred ms, which a real MCU never is (the link's default: 3 retries of 50 ms).
+RETRIES = 20
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +59,7 @@ def sim(mcu_kind: str, gates: Gates, request: pytest.FixtureRequest) -> Iterator
 
 @pytest.fixture
 def link(sim: Any) -> Iterator[BridgeLink]:
-    with BridgeLink(sim.port) as lk:
+    with BridgeLink(sim.port, retries=RETRIES) as lk:
         yield lk
 
 

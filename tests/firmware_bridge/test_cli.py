@@ -41,9 +41,6 @@ def test_ping_status_fire(sim: McuSimulator, capsys: pytest.CaptureFixture[str])
 
 def test_errors_are_one_sentence(sim: McuSimulator, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bridge", "fire", "--port", sim.port, "--gate", "9"]) == 1
-    assert (
-        capsys.readouterr().err.strip()
-        == "edgesort bridge fire: gate 9 does not exist: the MCU has gates 0..7"
-    )
+    assert capsys.readouterr().err.strip() == "edgesort bridge fire: gate 9 does not exist: the MCU has gates 0..7"
     assert main(["bridge", "ping", "--port", "/dev/does-not-exist"]) == 1
     assert "cannot open the MCU port" in capsys.readouterr().err
