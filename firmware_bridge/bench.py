@@ -113,6 +113,23 @@ def round_trips(link: BridgeLink, n: int, firmware: bool) -> dict[str, Any]:
     return out
 
 
+def mapping_error(link: BridgeLink, sim: Any, n: int, speed: float) -> dict[str, Any]:
+    """encoder_count_at(now) against the simulator's own encoder count read at the same moment: how far the
+    host's map from its clock to belt position is off (what a frame's capture time turns into)."""
+    errs = []
+    for _ in range(n):
+        t = time.monotonic()
+        errs.append(link.encoder_count_at(t) - sim.count())
+        time.sleep(0.005)
+    return {
+        "n": n,
+        "p50_counts": round(statistics.median(errs), 2),
+        "p1_counts": round(_pct(errs, 1), 2),
+        "p99_counts": round(_pct(errs, 99), 2),
+        "p50_ms": round(statistics.median(errs) / speed * 1000, 3),
+    }
+
+
 def fire_errors(link: BridgeLink, gates: _Gates, n: int, speed: float) -> dict[str, Any]:
     fired: list[FiredEvent] = []
     link.add_fired_listener(fired.append)
@@ -250,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
         with BridgeLink(sim.port, retries=args.retries) as link:
             _wait(lambda: link.counters["rx_frames"] > 5, 5)
             rt = round_trips(link, args.samples, args.firmware)
+            me = mapping_error(link, sim, args.samples, args.speed)
             fe = fire_errors(link, gates, args.ejections, args.speed)
             cr = corruption(link, gates, args.corrupt, args.speed, rng)
             counters = link.counters
@@ -260,6 +278,7 @@ def run(args: argparse.Namespace) -> int:
         "mcu": "firmware ATmega328P in simavr" if args.firmware else "Python MCU simulator",
         "baud": p.DEFAULT_BAUD,
         "round_trip": rt,
+        "encoder_mapping_error": me,
         "fire_position": fe,
         "corruption": cr,
         "host_counters": counters,
@@ -279,6 +298,10 @@ def run(args: argparse.Namespace) -> int:
             f"{name:28s} p50 {row['p50_ms']:7.3f} ms  p99 {row['p99_ms']:7.3f} ms  "
             f"wire {row['wire_ms_115200_8n1']:.3f} ms"
         )
+    print(
+        f"encoder_count_at - simulator count: p50 {me['p50_counts']} counts, "
+        f"p1..p99 {me['p1_counts']}..{me['p99_counts']}"
+    )
     print(f"fire error (actual - target): {fe['fired_error_counts']}, gate pins: {fe['gate_pin_error_counts']}")
     print(
         f"corrupted frames {cr['corrupted_frames']}: misfires {cr['misfires']}, "

@@ -354,9 +354,9 @@ class BridgeLink:
         off = host_at_mcu - mcu_s
         if self._clock:
             best = min(self._clock, key=lambda s: s[1])
-            if abs(off - best[2]) > (rtt + best[1]) / 2 + CLOCK_JUMP_S:
-                # each sample brackets the offset within half its round trip; two that cannot both hold mean
-                # the MCU clock jumped against ours (a reboot not yet seen, a paused simulator): start afresh
+            if abs(off - best[2]) > rtt + best[1] + CLOCK_JUMP_S:
+                # each sample puts the offset within its round trip; two that cannot both hold mean the MCU
+                # clock jumped against ours (a reboot not yet seen, a paused simulator): start afresh
                 self._clock.clear()
                 self._counters["clock_jumps"] += 1
         self._clock.append((t_recv, rtt, off))

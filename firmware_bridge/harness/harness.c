@@ -47,6 +47,7 @@
 #define GATES 8
 #define PACE_SLICE_US 200 /* the core runs at most this far ahead of the wall clock */
 #define MAX_CATCH_UP (FREQ / 50) /* 20 ms: a longer lag pauses the simulated world instead */
+#define CATCH_UP_RATE 1.1        /* a shorter one is caught up at most this much faster than real time */
 
 static avr_t *avr;
 static FILE *events;
@@ -340,29 +341,33 @@ int main(int argc, char **argv) {
     }
     fprintf(events, "READY\n");
 
-    double t0 = now_s();
+    double t0 = now_s(), last_wall = 0;
     uint64_t cycle0 = sim_cycles();
+    const uint64_t slice = FREQ / 1000000 * PACE_SLICE_US;
     int quit = 0;
     while (!quit) {
         double wall = now_s() - t0;
-        uint64_t target = cycle0 + (uint64_t)(wall * FREQ) + FREQ / 1000000 * PACE_SLICE_US;
+        uint64_t target = cycle0 + (uint64_t)(wall * FREQ) + slice;
         uint64_t c = sim_cycles();
-        if (target > c && target - c > max_lag_cycles)
-            max_lag_cycles = target - c;
+        if (target > c + slice && target - c - slice > max_lag_cycles)
+            max_lag_cycles = target - c - slice;
         if (target > c + MAX_CATCH_UP) {
-            /* The OS did not run us for a while (a loaded machine). Catching up would run the MCU faster than
-             * the host for a moment and fake a host silence; instead the simulated world pauses, belt included,
-             * as if the MCU's clock had stopped: counted in STATS. */
-            uint64_t lag = target - c - FREQ / 1000000 * PACE_SLICE_US;
+            /* The OS did not run us for a long while (a loaded machine). Catching up that much would run the
+             * MCU faster than the host and fake a host silence; instead the simulated world pauses, belt
+             * included, as if the MCU's clock had stopped: counted in STATS. */
+            uint64_t lag = target - c - slice;
             t0 += (double)lag / FREQ;
             target -= lag;
             paused_cycles += lag;
             pauses++;
+        } else if (target > c + slice) {
+            /* Behind by a little: catch up, but at most 10 % faster than the wall clock, so that the host never
+             * sees a round trip much shorter than the UART allows (that would skew its clock mapping). */
+            uint64_t cap = c + (uint64_t)((wall - last_wall) * FREQ * CATCH_UP_RATE);
+            if (target > cap)
+                target = cap;
         }
-        /* at most 1 ms of simulated time between two visits to the pty: after the OS starved this process,
-         * the catch-up still answers the host promptly instead of in one long burst */
-        if (target > c + FREQ / 1000)
-            target = c + FREQ / 1000;
+        last_wall = wall;
         while (sim_cycles() < target) {
             int state = avr_run(avr);
             if (state == cpu_Done || state == cpu_Crashed) {
