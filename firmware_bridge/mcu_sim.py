@@ -37,6 +37,7 @@ RESET_POWER_ON = 0x01
 RESET_EXTERNAL = 0x02
 DEDUPE_DEPTH = 16
 MAX_PULSE_MS = 2000
+LOG_DEPTH = 10_000
 
 
 @dataclass
@@ -72,7 +73,8 @@ class McuSimulator:
         self._base_t = time.monotonic()
         self._base_count = 0.0
         self._speed = 0.0
-        self.fired_log: list[tuple[int, int, int, int]] = []  # (item, gate, target, actual) for tests
+        # the last fires (item, gate, target, actual), bounded: the demo runs this simulator for days
+        self.fired_log: deque[tuple[int, int, int, int]] = deque(maxlen=LOG_DEPTH)
         self._boot(RESET_POWER_ON)
 
     # ---- encoder ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import struct
 import subprocess
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 FIRMWARE_DIR = HERE / "firmware"
 HARNESS_DIR = HERE / "harness"
 ELF_NAME = "edgesort_fw.elf"
+LOG_DEPTH = 10_000
 START_TIMEOUT_S = 10.0  # harness start: exec, ELF load, pty; seconds only on a loaded machine
 
 GateCallback = Callable[[int, bool, int], None]
@@ -91,7 +93,7 @@ class FirmwareSimulator:
         self._lock = threading.Lock()
         self._speed = 0.0
         self.port = ""
-        self.gate_log: list[GateChange] = []
+        self.gate_log: deque[GateChange] = deque(maxlen=LOG_DEPTH)  # the last gate changes, bounded
         self.resets = 0
         self.stats: dict[str, str] = {}
 
