@@ -45,12 +45,20 @@ def demo_config(args: argparse.Namespace):
         "device": base.device.model_copy(update={"id": base.device.id if args.config else "demo"}),
         "cameras": [cam],
         "model": model,
-        "line": base.line.model_copy(update={"max_belt_speed_mps": max(base.line.max_belt_speed_mps,
-                                                                       args.belt_speed)}),
+        "line": base.line.model_copy(update={"max_belt_speed_mps": max_speed(uri)}),
         "bridge": base.bridge.model_copy(update={"port": "sim"}),
         "mqtt": base.mqtt.model_copy(update={"url": args.mqtt}),
         "paths": base.paths.model_copy(update={"state_dir": args.state_dir}),
     })
+
+
+def max_speed(uri: str) -> float:
+    """The fastest the twin's belt will run (its speed and every step of its speed profile)."""
+    from device.sim.twin import TwinParams
+
+    p = TwinParams.from_uri(uri)
+    steps = [float(part.split(":")[1]) for part in p.speed_profile.split(",") if part]
+    return max([p.belt_speed_mps, *steps])
 
 
 def _status_table(line, elapsed: float, seconds: float):

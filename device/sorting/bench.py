@@ -47,7 +47,7 @@ def _config(args: argparse.Namespace, speed: float, rate: float, extra: str, tag
         "device": base.device.model_copy(update={"id": "bench"}),
         "cameras": [base.cameras[0].model_copy(update={"uri": uri, "name": "sim"})],
         "model": base.model if args.bundle is None else base.model.model_copy(update={"bundle": args.bundle}),
-        "line": base.line.model_copy(update={"max_belt_speed_mps": max(speed, base.line.max_belt_speed_mps)}),
+        "line": base.line.model_copy(update={"max_belt_speed_mps": speed}),
         "bridge": base.bridge.model_copy(update={"port": "sim"}),
         "paths": base.paths.model_copy(update={"state_dir": args.state_dir / tag}),
     })

@@ -142,15 +142,17 @@ class SortingLine:
         self.reporter.start()
 
     def measure_decision_latency_ms(self, task: SortingTask, runs: int = 20) -> float:
-        """Worst decision time seen over a few full batches: crop prep + inference + one serial round trip."""
+        """Typical time to decide and queue: a full batch of crops through preprocessing and inference (median)
+        plus the slowest of a few serial round trips. An occasional slower decision is safe: the MCU answers
+        LATE and the item goes to the default bin; a line that cannot meet the typical time is refused."""
         crops = [np.zeros((*task.pre.size[::-1], 3), np.uint8)] * task.max_batch
-        worst = 0.0
+        times = []
         for _ in range(runs):
             t0 = time.perf_counter()
             self.backend.infer(task.pre(crops))
-            worst = max(worst, (time.perf_counter() - t0) * 1000.0)
+            times.append((time.perf_counter() - t0) * 1000.0)
         rtt_ms = max(self.link.ping() for _ in range(5)) * 1000.0 if self.link else 0.0
-        return worst + rtt_ms
+        return float(np.median(times)) + rtt_ms
 
     # -- fault injection (twin only) --------------------------------------------------------------------
     def _inject_faults(self) -> None:
