@@ -38,7 +38,7 @@ def wait_for(pred, timeout=5.0):
 
 
 def test_ejection_fires_centred_on_the_item_and_is_reconciled(line):
-    sim, link, sched, gates, alarms = line
+    sim, _link, sched, gates, alarms = line
     gate0_mm = 400.0
     # an item whose centre reaches gate 0 about 0.3 s from now: x = u + count / tpm
     u = gate0_mm - (sim.count() + 300) / TPM
@@ -61,7 +61,7 @@ def test_a_target_already_passed_is_late_and_raised(line):
 
 
 def test_an_ejection_lost_in_an_mcu_reset_counts_as_missed(line):
-    sim, link, sched, _gates, alarms = line
+    sim, _link, sched, _gates, alarms = line
     u = 400.0 - (sim.count() + 400) / TPM
     assert sched.schedule(9, u, 0, ticks_per_s=1000.0) == "queued"
     sim.reset()  # the MCU reboots: its queue is gone
