@@ -24,7 +24,7 @@ def add_classify_arguments(p: argparse.ArgumentParser) -> None:
         "the head (top) or everything (full); default: train from scratch",
     )
     p.add_argument("--batch-size", type=int, default=64, help="global batch, split across torchrun processes")
-    p.add_argument("--eval-batch-size", type=int, default=256)
+    p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--opt", choices=("adamw", "sgd"), default="adamw")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")

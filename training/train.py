@@ -38,6 +38,7 @@ from training.models import ModelInfo, get_model, get_model_info
 from training.presets import eval_transform, train_transform
 
 log = logging.getLogger("edgesort.train")
+FEATURE_BATCH = 32
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -242,7 +243,8 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
         single = D.DistState(False, 0, 1, 0, state.device)  # every rank computes all features
 
         def feat_loader(ds: Any) -> DataLoader:
-            return make_loader(ds, args.eval_batch_size, train=False, state=single, workers=workers, seed=args.seed)
+            # small batches: a 224 px CNN's activations at batch 256 take gigabytes in ONNX Runtime's arena
+            return make_loader(ds, FEATURE_BATCH, train=False, state=single, workers=workers, seed=args.seed)
 
         train_ds.transform = eval_transform(info)
         runtime = args.feature_runtime

@@ -35,9 +35,7 @@ def test_grocery_counts(data_root: Path, query: str, n_train: int, n_val: int, n
 def test_grocery_produce_keeps_cucumber_and_drops_packages(data_root: Path) -> None:
     ds = build_dataset(f"grocery:{data_root / 'grocery_store'}?produce=1", "train")
     assert "Cucumber" in ds.info.labels and "Oatghurt" not in ds.info.labels
-    assert all(
-        p.parts[-4] in ("Fruit", "Vegetables") or p.parts[-3] in ("Fruit", "Vegetables") for p in ds.paths
-    )
+    assert all(p.parts[-4] in ("Fruit", "Vegetables") or p.parts[-3] in ("Fruit", "Vegetables") for p in ds.paths)
     x, _ = ds[0]
     assert x.shape == (3, 224, 224) and x.dtype == torch.float32
 

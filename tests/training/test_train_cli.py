@@ -64,9 +64,7 @@ def test_resume_continues_where_it_stopped(tiny_mnist: Path, tmp_path: Path) -> 
     assert last["epoch"] == 2 and [h["epoch"] for h in last["history"]] == [0, 1, 2]
 
 
-def test_resume_from_best_is_refused(
-    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_resume_from_best_is_refused(tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     common = ["--data", f"mnist:{tiny_mnist}", "--model", "lenet5", "--out", str(out)]
     assert _train(*common, "--epochs", "1") == 0
@@ -100,9 +98,7 @@ def test_early_stopping(tiny_mnist: Path, tmp_path: Path) -> None:
 
 
 def test_bad_data_is_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = _train(
-        "--data", f"mnist:{tmp_path}", "--model", "lenet5", "--epochs", "1", "--out", str(tmp_path / "o")
-    )
+    code = _train("--data", f"mnist:{tmp_path}", "--model", "lenet5", "--epochs", "1", "--out", str(tmp_path / "o"))
     assert code == 66
     err = capsys.readouterr().err
     assert "train-images-idx3-ubyte.gz is missing" in err and "Traceback" not in err

@@ -156,11 +156,7 @@ def test_top_on_cached_trunk_trains_only_the_top(tmp_path: Path) -> None:
     model, _ = load_checkpoint(out / "best.pt")
     pretrained = get_model("efficientnet_lite0", 3, pretrained=True, input_size=(64, 64)).state_dict()
     trained = model.state_dict()
-    assert torch.equal(
-        trained["_blocks.10._project_conv.weight"], pretrained["_blocks.10._project_conv.weight"]
-    )
+    assert torch.equal(trained["_blocks.10._project_conv.weight"], pretrained["_blocks.10._project_conv.weight"])
     assert torch.equal(trained["_blocks.10._bn2.running_mean"], pretrained["_blocks.10._bn2.running_mean"])
-    assert not torch.equal(
-        trained["_blocks.11._project_conv.weight"], pretrained["_blocks.11._project_conv.weight"]
-    )
+    assert not torch.equal(trained["_blocks.11._project_conv.weight"], pretrained["_blocks.11._project_conv.weight"])
     assert not torch.equal(trained["_conv_head.weight"], pretrained["_conv_head.weight"])

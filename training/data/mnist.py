@@ -1,4 +1,6 @@
-"""MNIST from its IDX files (gzipped or not): train 55k and val 5k split out of the 60k set, test = t10k."""
+"""MNIST from its IDX files (gzipped or not): train 55k and val 5k split out of the 60k set, test = t10k.
+
+Option limit=N keeps the first N images of each split (short test runs)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.data import ArrayData, ClassificationData, DataError, DataInfo, check_options, resolve_path
+from training.data import (
+    ArrayData,
+    ClassificationData,
+    DataError,
+    DataInfo,
+    check_options,
+    option_int,
+    resolve_path,
+)
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -48,12 +58,15 @@ def load_arrays(root: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build(spec: str, target: str, options: dict[str, str], split: str) -> ClassificationData:
-    check_options(spec, options, set())
+    check_options(spec, options, {"limit"})
+    limit = option_int(spec, options, "limit", 0)  # keep the first N of the split (quick runs); 0 = all
     root = resolve_path(spec, target)
     images, labels = load_arrays(root, "test" if split == "test" else "train")
     if split != "test":
         cut = len(labels) - len(labels) // VAL_FRACTION
         images, labels = (images[:cut], labels[:cut]) if split == "train" else (images[cut:], labels[cut:])
+    if limit > 0:
+        images, labels = images[:limit], labels[:limit]
     info = DataInfo(
         spec=spec,
         source="mnist",
