@@ -100,11 +100,14 @@ def _split_touching(comp: np.ndarray, core: np.ndarray, ox: int, oy: int) -> lis
     blobs = []
     for part in parts:
         ys, xs = np.nonzero(part)
-        pd = cv2.distanceTransform(cv2.copyMakeBorder(part, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
-                                   cv2.DIST_L2, 5)
-        blobs.append(Blob(float(xs.mean()) + ox, float(ys.mean()) + oy, int(xs.min()) + ox, int(ys.min()) + oy,
-                          int(xs.max()) + ox + 1, int(ys.max()) + oy + 1, int(xs.size),
-                          ambiguous=float(pd.max()) > MAX_ITEM_RADIUS_PX))
+        x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+        ambiguous = False
+        if min(x1 - x0, y1 - y0) > 2 * MAX_ITEM_RADIUS_PX:  # else no circle that wide fits: skip the transform
+            pd = cv2.distanceTransform(cv2.copyMakeBorder(part, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
+                                       cv2.DIST_L2, 5)
+            ambiguous = float(pd.max()) > MAX_ITEM_RADIUS_PX
+        blobs.append(Blob(float(xs.mean()) + ox, float(ys.mean()) + oy, x0 + ox, y0 + oy, x1 + ox, y1 + oy,
+                          int(xs.size), ambiguous=ambiguous))
     return blobs
 
 
