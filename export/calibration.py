@@ -14,6 +14,8 @@ calibrator that only reads the cache, and restamps the header with the TensorRT 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
 import struct
@@ -59,7 +61,11 @@ def collect_ranges(fp32_path: Path, calib_set: ImageSet, *, method: str = "Entro
                 extra_options={"symmetric": True},
             )
             calibrator.collect_data(ImageReader(calib_set.images))
-            data = calibrator.compute_data()
+            # The entropy calibrator print()s its progress; keep our stdout to the command's own lines.
+            chatter = io.StringIO()
+            with contextlib.redirect_stdout(chatter):
+                data = calibrator.compute_data()
+            log.debug("onnxruntime calibrator: %s", chatter.getvalue().strip())
         except Exception as exc:  # onnxruntime raises assorted types; the message names the tensor
             raise ExportError(f"calibration failed: {type(exc).__name__}: {exc}") from exc
     ranges: dict[str, float] = {}
@@ -83,9 +89,7 @@ def parse_cache(text: str) -> tuple[str, str, dict[str, float]]:
     """(TensorRT tag, algorithm, scale per tensor) from a calibration cache's text."""
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines or not (m := _HEADER.match(lines[0].strip())):
-        raise ExportError(
-            "not a TensorRT calibration cache: the first line is not 'TRT-<version>-<algorithm>'"
-        )
+        raise ExportError("not a TensorRT calibration cache: the first line is not 'TRT-<version>-<algorithm>'")
     scales = {}
     for ln in lines[1:]:
         name, sep, value = ln.rpartition(": ")

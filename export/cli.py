@@ -30,9 +30,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Export a training checkpoint to a bundle the device runs; `export engine` builds a "
         "TensorRT engine from a bundle into the device's engine cache.",
     )
-    p.add_argument(
-        "source", metavar="CHECKPOINT|engine|compare", help="checkpoint (.pt), 'engine' or 'compare'"
-    )
+    p.add_argument("source", metavar="CHECKPOINT|engine|compare", help="checkpoint (.pt), 'engine' or 'compare'")
     p.add_argument("bundles", nargs="*", metavar="BUNDLE", help="with 'engine' or 'compare': bundle(s)")
     p.add_argument("--out", type=Path, help="bundle directory to write")
     p.add_argument(
@@ -53,9 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SPEC",
         help="data spec for parity and the accuracy gate (default: the checkpoint's own)",
     )
-    p.add_argument(
-        "--parity-images", type=int, default=64, help="real images for the parity check (default 64)"
-    )
+    p.add_argument("--parity-images", type=int, default=64, help="real images for the parity check (default 64)")
     p.add_argument(
         "--gate-images",
         type=int,
@@ -70,9 +66,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--sign", type=Path, metavar="KEY", help="Ed25519 private key (PEM): write manifest.sig")
     p.add_argument("--name", help="bundle name (default: the model card's)")
-    p.add_argument(
-        "--version", dest="bundle_version", help="bundle version (default: the card's, or e<epoch>)"
-    )
+    p.add_argument("--version", dest="bundle_version", help="bundle version (default: the card's, or e<epoch>)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; default 17)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for the checks (default 1)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle directory")
@@ -82,9 +76,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="also write model.pt2 (torch.export) for the device's torch backend (fp32 only)",
     )
     p.add_argument("--json", type=Path, metavar="FILE", help="compare: where to write the results")
-    p.add_argument(
-        "--iters", type=int, default=200, help="compare: timed batch-1 runs per bundle (default 200)"
-    )
+    p.add_argument("--iters", type=int, default=200, help="compare: timed batch-1 runs per bundle (default 200)")
     p.add_argument("--limit", type=int, default=0, help="compare: images for top-1 (default 0 = whole split)")
     p.add_argument("--dla", type=int, default=None, metavar="N", help="engine: Jetson DLA core")
     p.add_argument(
@@ -117,7 +109,7 @@ def run_export(args: argparse.Namespace) -> int:
     import torch
 
     from device.contract import Precision
-    from export.build import ExportOptions, build_bundle
+    from export.build import ExportOptions, build_bundle, input_spec_from_checkpoint
     from export.samples import load_image_set
     from training.checkpoint import load_checkpoint
 
@@ -129,9 +121,11 @@ def run_export(args: argparse.Namespace) -> int:
         from export.errors import ExportError
 
         raise ExportError("the checkpoint names no data set; pass --data SPEC for the parity images")
-    parity_set = load_image_set(spec, "val", args.parity_images)
-    calib_set = load_image_set(args.calib, args.calib_split, args.calib_images) if args.calib else None
-    heldout = load_image_set(spec, "val", args.gate_images) if precision != "fp32" else None
+    input_spec = input_spec_from_checkpoint(ckpt)
+    labels = tuple(str(x) for x in ckpt["labels"])
+    parity_set = load_image_set(spec, "val", args.parity_images, input_spec, labels)
+    calib_set = load_image_set(args.calib, args.calib_split, args.calib_images, input_spec) if args.calib else None
+    heldout = load_image_set(spec, "val", args.gate_images, input_spec, labels) if precision != "fp32" else None
     options = ExportOptions(
         precision=precision,
         name=args.name,
@@ -145,9 +139,7 @@ def run_export(args: argparse.Namespace) -> int:
         checkpoint_path=Path(args.source),
         torch_program=args.torch,
     )
-    res = build_bundle(
-        model, ckpt, args.out, options, parity_set=parity_set, calib_set=calib_set, heldout_set=heldout
-    )
+    res = build_bundle(model, ckpt, args.out, options, parity_set=parity_set, calib_set=calib_set, heldout_set=heldout)
     m = res.bundle.manifest
     p32 = res.parity["fp32"]
     print(
@@ -184,9 +176,7 @@ def run_engine(args: argparse.Namespace) -> int:
     cache = args.cache or DEFAULT_CACHE_DIR
     print("equivalent trtexec command:")
     print("  " + trtexec_command(bundle, precision=args.precision, dla_core=args.dla, engine_path=None))
-    path = get_or_build_engine(
-        bundle, precision=args.precision, dla_core=args.dla, cache_dir=cache, progress=print
-    )
+    path = get_or_build_engine(bundle, precision=args.precision, dla_core=args.dla, cache_dir=cache, progress=print)
     print(f"engine: {path}")
     return 0
 

@@ -1,16 +1,24 @@
 """Real images from a data set spec (training.data) for parity, calibration and the accuracy gate.
 
+Images are read raw and go through the device's own preprocessing (device.preprocess.Preprocessor with the
+bundle's input spec: the checkpoint's size, mean and std), so the checks see what the device will see. The data
+source's default transform is not used: it normalises with the data set's statistics, while a checkpoint
+fine-tuned from pretrained weights carries the statistics of those weights (EfficientNet-Lite: 127/128).
 Samples are spread evenly over the split (not the first N), so every class of a sorted list file shows up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from export.build import ImageSet
 from export.errors import ExportError
+
+if TYPE_CHECKING:
+    from device.bundle import InputSpec
 
 
 def spread_indices(total: int, count: int) -> np.ndarray:
@@ -22,20 +30,30 @@ def spread_indices(total: int, count: int) -> np.ndarray:
     return np.unique(np.linspace(0, total - 1, count).round().astype(np.int64))
 
 
-def load_image_set(spec: str, split: str, count: int) -> ImageSet:
-    """Up to `count` images of `split`, through the training evaluation preset (what the model sees)."""
+def load_image_set(
+    spec: str, split: str, count: int, input_spec: InputSpec, labels: tuple[str, ...] | None = None
+) -> ImageSet:
+    """Up to `count` images of `split` (0 = all), preprocessed as the device does for `input_spec`.
+
+    With `labels` (the model's), the data set's class indexes are mapped to the model's by name; without,
+    labels are -1 (calibration images need none, and may come from another data set).
+    """
+    from device.preprocess import Preprocessor
     from training.data import build_dataset
 
-    ds = build_dataset(spec, split)
-    if len(ds) == 0:
-        raise ExportError(f"the {split} split of '{spec}' holds no images")
-    idx = spread_indices(len(ds), count)
+    mapping = None
+    if labels is not None:
+        from export.evaluate import label_map
+
+        mapping = label_map(labels, list(build_dataset(spec, split).info.labels))
+    pre = Preprocessor(input_spec, max_batch=1)
     xs, ys = [], []
-    for i in idx:
-        x, y = ds[int(i)]
-        xs.append(x.numpy().astype(np.float32, copy=False))
-        ys.append(int(y))
-    return ImageSet(np.stack(xs), np.asarray(ys, dtype=np.int64), f"{spec}:{split}[{len(idx)}]")
+    for image, y in iter_raw_images(spec, split, count):
+        xs.append(pre([image])[0].copy())
+        ys.append(int(mapping[y]) if mapping is not None else -1)
+    if not xs:
+        raise ExportError(f"the {split} split of '{spec}' holds no images")
+    return ImageSet(np.stack(xs), np.asarray(ys, dtype=np.int64), f"{spec}:{split}[{len(xs)}]")
 
 
 def iter_raw_images(spec: str, split: str, count: int = 0) -> Iterator[tuple[np.ndarray, int]]:
