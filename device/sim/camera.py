@@ -34,8 +34,8 @@ class SimCamera:
             time.sleep(wait)
         # a slow consumer must not make frames bunch up afterwards: the schedule never runs behind "now"
         self._next = max(self._next + self._period, time.monotonic() - self._period)
-        capture_ts = time.monotonic()
-        image, count, truth = self.twin.render(self.view)
+        capture_ts, count = self.twin.exposure()
+        image, count, truth = self.twin.render(self.view, count)
         self._seq += 1
         return Frame(image, capture_ts, self._seq, self.name, self.view, {"count": count, "truth": truth})
 
@@ -68,7 +68,7 @@ class MultiViewCamera:
             return None
         count = first.meta["count"]
         for v in range(1, self.views):
-            image, _c, truth = self.twin.render(v)
+            image, _c, truth = self.twin.render(v, count)
             self._pending.append(
                 Frame(image, first.capture_ts, first.seq, self.name, v, {"count": count, "truth": truth})
             )

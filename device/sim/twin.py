@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SPAWN_X_MM = -320.0  # items appear upstream of the frame's left edge
 TICK_S = 0.005  # world bookkeeping period (spawns, speed profile, end of belt)
+EXPOSURE_TOLERANCE_S = 0.001
 
 
 @dataclass
@@ -244,9 +245,22 @@ class Twin:
                     self._finish(it)
 
     # -- camera -----------------------------------------------------------------------------------------
-    def render(self, view: int = 0) -> tuple[np.ndarray, int, list[dict[str, object]]]:
-        """A frame of what the camera sees now: (BGR image, encoder count at exposure, truth)."""
-        count = self.encoder.count()
+    def exposure(self) -> tuple[float, int]:
+        """(host time, encoder count) of one instant. The two reads are retried until they come within
+        EXPOSURE_TOLERANCE_S of each other: a thread preempted between them would put the item in the wrong
+        place (25 mm per 50 ms at 0.5 m/s) and every ejection downstream of that frame with it."""
+        for _ in range(5):
+            t0 = time.monotonic()
+            count = self.encoder.count()
+            t1 = time.monotonic()
+            if t1 - t0 <= EXPOSURE_TOLERANCE_S:
+                break
+        return (t0 + t1) / 2, count
+
+    def render(self, view: int = 0, count: int | None = None) -> tuple[np.ndarray, int, list[dict[str, object]]]:
+        """A frame of what the camera sees at `count` (now when None): (BGR image, encoder count, truth)."""
+        if count is None:
+            count = self.encoder.count()
         gain = self.p.lighting * (1.0 + self.p.flicker * float(self._rng.normal()))
         img = self.background.frame(gain)
         truth: list[dict[str, object]] = []
