@@ -33,6 +33,7 @@ from device.sorting.tracking import Detection, Track, Tracker
 log = logging.getLogger(__name__)
 
 SPEED_WINDOW_S = 0.1  # the belt speed is the encoder's slope over this window
+MAX_SLIP = 0.35  # an item slower than the belt by more than this share is not ejected (its arrival is a guess)
 
 
 class SortingTask:
@@ -176,10 +177,13 @@ class Sorter:
             outcome = "paused"
         elif d.gate is None:
             outcome = d.grade if d.grade in (UNCERTAIN, AMBIGUOUS) else "default"
+        elif track.drift < -MAX_SLIP:
+            outcome = "slipping"  # where it will be at the gate is a guess: default bin
         elif self._neighbour_in_sweep(track, d.gate, speed):
             outcome = "too_close"  # the pusher would hit a neighbour too: both go to the default bin
         else:
-            outcome = self.scheduler.schedule(track.id, track.u_mm, d.gate, speed, epoch=self._epoch)
+            u_at_gate = self.gate_distance(d.gate) - self.belt_at_gate(track, d.gate)
+            outcome = self.scheduler.schedule(track.id, u_at_gate, d.gate, speed, epoch=self._epoch)
             acked = time.monotonic()
         o = ItemOutcome(track.id, d, outcome, frame.capture_ts, decided, acked, x_mm, len(track.views_seen))
         self.counts[d.grade] += 1
@@ -197,9 +201,20 @@ class Sorter:
         travel_mm = ticks_per_s / self.tpm * pulse_ms / 1000.0
         return line.pusher_mm / 2 + travel_mm / 2 + line.clearance_margin_mm
 
+    def gate_distance(self, gate: int) -> float:
+        return next(g.distance_mm for g in self.cfg.line.gates if g.id == gate)
+
+    def belt_at_gate(self, track: Track, gate: int) -> float:
+        """Belt travel (mm) at which the item's centre reaches the gate, its slip included:
+        x(b) = u + b + drift * (b - b_seen) = gate  =>  b = (gate - u + drift * b_seen) / (1 + drift)."""
+        return (self.gate_distance(gate) - track.u_mm + track.drift * track.belt_mm) / (1.0 + track.drift)
+
     def _neighbour_in_sweep(self, track: Track, gate: int, ticks_per_s: float) -> bool:
+        """Would any other tracked item be within the pusher's sweep when it fires for this one?"""
         room = self.clearance_mm(ticks_per_s, gate)
-        return any(abs(o.u_mm - track.u_mm) < room for o in self.tracker.tracks.values() if o.id != track.id)
+        b = self.belt_at_gate(track, gate)
+        g = self.gate_distance(gate)
+        return any(abs(o.predict(b) + b - g) < room for o in self.tracker.tracks.values() if o.id != track.id)
 
     def snapshot(self) -> dict[str, Any]:
         """Pure numbers for telemetry: counts per grade, reject rate, latency, ejection stats."""
