@@ -110,6 +110,8 @@ class Item:
     placement: Placement  # x_mm is the spawn position
     spawn_count: int
     slip: float = 1.0  # < 1 for an item that slips
+    back_mm: float = 20.0  # footprint behind and ahead of the centre, along the belt
+    front_mm: float = 20.0
     bin: str | None = None
     predicted: str | None = None
     gates_fired: list[int] = field(default_factory=list)
@@ -182,6 +184,7 @@ class Twin:
                 last = self.items[-1].x_at(count, self.p.ticks_per_mm) if self.items else None
                 if last is None or last - SPAWN_X_MM >= self._next_pitch:
                     self._spawn(count)
+            self._push_slipping(count)
             for it in [i for i in self.items if i.x_at(count, self.p.ticks_per_mm) > self.end_mm]:
                 it.bin = DEFAULT_BIN
                 self._finish(it)
@@ -212,11 +215,22 @@ class Twin:
             prev = self.items[-1]
             x_prev = prev.x_at(count, self.p.ticks_per_mm)
             placement = replace(placement, x_mm=min(SPAWN_X_MM, x_prev - self._prev_back - front - self.p.gap_mm))
-        item = Item(next(self._ids), grade, shape, placement, count, slip)
+        item = Item(next(self._ids), grade, shape, placement, count, slip, back_mm=back, front_mm=front)
         self.items.append(item)
         self._prev_back = back
         # pitch to the next item: the nominal spacing for the rate (the footprint rule keeps them apart)
         self._next_pitch = self.p.belt_speed_mps * 1000.0 / self.p.rate * float(r.uniform(0.8, 1.2))
+
+    def _push_slipping(self, count: int) -> None:
+        """Items cannot pass through each other: an item riding the belt pushes a slower one ahead of it.
+        The pushed item is re-based at its new place, so it slips again from there once it is free."""
+        tpm = self.p.ticks_per_mm
+        for i in range(len(self.items) - 1, 0, -1):  # upstream to downstream, so a push carries forward
+            behind, ahead = self.items[i], self.items[i - 1]
+            need = behind.x_at(count, tpm) + behind.front_mm + ahead.back_mm
+            if ahead.x_at(count, tpm) < need:
+                ahead.placement = replace(ahead.placement, x_mm=need)
+                ahead.spawn_count = count
 
     def _finish(self, item: Item) -> None:
         self.items.remove(item)
