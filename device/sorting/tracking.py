@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MATCH_MM = 25.0  # largest distance between a prediction and a detection that can be the same item
+DRIFT_BASELINE_MM = 100.0  # belt travel between two complete views before a slip rate is believed
+DRIFT_DEADBAND = 0.03  # slower than the belt by less than this is measurement noise, not slip
 
 
 @dataclass(slots=True)
@@ -40,6 +42,7 @@ class Track:
     decided: bool = False
     last_capture_ts: float = 0.0
     views_seen: set[int] = field(default_factory=set)
+    first_complete: tuple[float, float] | None = None  # (u, belt_mm) of the first whole view: slip baseline
     view_sums: dict[int, tuple[np.ndarray, int]] = field(default_factory=dict)
     ambiguous: bool = False
 
@@ -90,8 +93,10 @@ class Tracker:
             if di not in used_d:
                 t = Track(next(self._ids), d.u_mm, d.y_mm, belt_mm, capture_ts, last_capture_ts=capture_ts,
                           ambiguous=d.ambiguous)
-                if d.probs is not None and not d.ambiguous:
-                    t.add_probs(d.probs, d.view)
+                if d.probs is not None:
+                    t.first_complete = (d.u_mm, belt_mm)
+                    if not d.ambiguous:
+                        t.add_probs(d.probs, d.view)
                 self.tracks[t.id] = t
                 used_t.add(t.id)
         dropped = []
@@ -107,10 +112,14 @@ class Tracker:
         return dropped
 
     def _hit(self, t: Track, d: Detection, belt_mm: float, capture_ts: float) -> None:
-        travelled = belt_mm - t.belt_mm
-        if travelled > 5.0:  # too little travel says nothing about slip
-            rate = (d.u_mm - t.u_mm) / travelled
-            t.drift = 0.5 * t.drift + 0.5 * float(np.clip(rate, -0.5, 0.0))
+        if d.probs is not None:  # a whole view: its centre is unbiased (an edge sliver's is not)
+            if t.first_complete is None:
+                t.first_complete = (d.u_mm, belt_mm)
+            else:
+                u0, b0 = t.first_complete
+                if belt_mm - b0 >= DRIFT_BASELINE_MM:
+                    rate = (d.u_mm - u0) / (belt_mm - b0)  # a long baseline keeps pixel noise out of the rate
+                    t.drift = float(np.clip(rate, -0.9, 0.0)) if rate < -DRIFT_DEADBAND else 0.0
         t.u_mm, t.y_mm, t.belt_mm = d.u_mm, d.y_mm, belt_mm
         t.hits += 1
         t.misses = 0
