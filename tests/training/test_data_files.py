@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_cucumber9, make_image_folder, write_cifar_batch
+from training_fixtures import make_cucumber9, make_image_folder, write_cifar_batch
 
 from training.data import DataError, build_dataset
 

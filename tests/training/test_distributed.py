@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import make_mnist
+from training_fixtures import make_mnist
 
 ARGS = [
     "--model",

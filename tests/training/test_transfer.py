@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_cucumber9, make_image_folder
+from training_fixtures import make_cucumber9, make_image_folder
 
 from device.cli import main as edgesort
 from training.checkpoint import load_checkpoint
