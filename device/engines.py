@@ -127,6 +127,32 @@ def is_explicitly_quantized(onnx_path: Path) -> bool:
     return b"QuantizeLinear" in data  # op_type strings are stored verbatim in the protobuf
 
 
+def tensorrt_readable_int8(bundle: Bundle) -> bool:
+    """An INT8 (Q/DQ) bundle TensorRT can build: symmetric int8 activations (the exporter's "tensorrt" scheme)."""
+    q = bundle.manifest.card.get("quantization") or {}
+    return q.get("activation_type") == "QInt8" and bool(q.get("activation_symmetric"))
+
+
+def check_buildable(bundle: Bundle, *, precision: str, dla_core: int | None) -> None:
+    """What can be refused without TensorRT: a precision this bundle cannot give. Raises EngineError."""
+    if precision not in PRECISIONS:
+        raise EngineError(f"unknown precision '{precision}' (fp32, fp16 or int8)")
+    explicit_q = is_explicitly_quantized(bundle.model_path)
+    if explicit_q and precision != "int8":
+        raise EngineError(f"this bundle's model is INT8 (Q/DQ nodes); {precision} needs a float bundle")
+    if explicit_q and not tensorrt_readable_int8(bundle):
+        raise EngineError(
+            "this INT8 bundle is quantized for ONNX Runtime (uint8 activations), which TensorRT cannot read; "
+            "export it with --int8-scheme tensorrt, or build INT8 from a float bundle that has calib.cache"
+        )
+    if precision == "int8" and not explicit_q and not bundle.path(CALIB_CACHE_NAME).is_file():
+        raise EngineError(
+            f"{bundle.root}: INT8 needs calib.cache (export the float bundle with --calib SPEC) or an int8 bundle"
+        )
+    if dla_core is not None and precision == "fp32":
+        raise EngineError("DLA runs fp16 or int8 only")
+
+
 def engine_key(
     bundle: Bundle,
     *,
@@ -261,8 +287,7 @@ def build_engine(
     import tensorrt as trt
 
     say = progress or log.info
-    if precision not in PRECISIONS:
-        raise EngineError(f"unknown precision '{precision}' (fp32, fp16 or int8)")
+    check_buildable(bundle, precision=precision, dla_core=dla_core)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     explicit_batch = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)  # gone in TensorRT 10
@@ -275,15 +300,9 @@ def build_engine(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     explicit_q = is_explicitly_quantized(bundle.model_path)
-    if precision == "fp32" and explicit_q:
-        raise EngineError("this bundle's model is INT8 (Q/DQ nodes); build it with --precision int8")
-    if precision == "fp16" and explicit_q:
-        raise EngineError("this bundle's model is INT8 (Q/DQ nodes); fp16 needs a float bundle")
     if precision in ("fp16", "int8"):
         if not builder.platform_has_fast_fp16:
-            raise EngineError(
-                f"this GPU has no fast FP16, so {precision} is not built (no silent FP32 fallback)"
-            )
+            raise EngineError(f"this GPU has no fast FP16, so {precision} is not built (no silent FP32 fallback)")
         config.set_flag(trt.BuilderFlag.FP16)
     if precision == "int8":
         if not builder.platform_has_fast_int8:
@@ -291,16 +310,10 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.INT8)
         if not explicit_q:
             cache_path = bundle.path(CALIB_CACHE_NAME)
-            if not cache_path.is_file():
-                raise EngineError(
-                    f"{bundle.root}: INT8 needs calib.cache (export with --calib SPEC) or an int8 bundle"
-                )
             config.int8_calibrator = _calibrator(restamp_cache(cache_path.read_bytes(), trt.__version__))
     if dla_core is not None:
         if dla_core >= builder.num_DLA_cores:
             raise EngineError(f"DLA core {dla_core} does not exist (this device has {builder.num_DLA_cores})")
-        if precision == "fp32":
-            raise EngineError("DLA runs fp16 or int8 only")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
@@ -384,9 +397,7 @@ def ensure_engine(
         if not diffs:
             return EngineReport(path, key, False, "cached", path.stat().st_size)
         reason = "rebuilt: " + ", ".join(diffs)
-        log.warning(
-            "engine %s does not match this device or bundle (%s): rebuilding", path.name, "; ".join(diffs)
-        )
+        log.warning("engine %s does not match this device or bundle (%s): rebuilding", path.name, "; ".join(diffs))
     elif path.is_file():
         reason = "rebuilt: the cached engine has no key file"
         log.warning("engine %s has no key file: rebuilding", path.name)

@@ -80,6 +80,7 @@ class ExportOptions:
     force: bool = False
     threads: int = 1
     checkpoint_path: Path | None = None
+    int8_scheme: str = "onnxruntime"  # or "tensorrt" (symmetric, for TensorRT explicit quantization)
     torch_program: bool = False  # also write model.pt2 (torch.export) for the device's torch backend
 
 
@@ -125,9 +126,7 @@ def input_spec_from_checkpoint(meta: dict[str, Any]) -> InputSpec:
             f"({', '.join(get_args(ResizePolicy))})"
         )
     if len(mean) != channels or len(std) != channels:
-        raise ExportError(
-            f"the checkpoint has {channels} input channels but {len(mean)} means and {len(std)} stds"
-        )
+        raise ExportError(f"the checkpoint has {channels} input channels but {len(mean)} means and {len(std)} stds")
     try:
         return InputSpec.model_validate(
             {
@@ -143,9 +142,7 @@ def input_spec_from_checkpoint(meta: dict[str, Any]) -> InputSpec:
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ExportError(
-            f"the checkpoint's input description is invalid: {first['loc'][0]}: {first['msg']}"
-        ) from exc
+        raise ExportError(f"the checkpoint's input description is invalid: {first['loc'][0]}: {first['msg']}") from exc
 
 
 def model_card(
@@ -272,9 +269,7 @@ def build_bundle(
             opset=options.opset,
             metadata=metadata_entries({**card, "precision": "fp32"}, labels),
         )
-        rep32 = check_parity(
-            model, fp32_path, parity_set.images, source=parity_set.source, threads=options.threads
-        )
+        rep32 = check_parity(model, fp32_path, parity_set.images, source=parity_set.source, threads=options.threads)
         parity: dict[str, Any] = {"fp32": rep32.as_dict()}
         if not rep32.passed:
             raise ParityError(
@@ -296,8 +291,15 @@ def build_bundle(
 
             assert heldout_set is not None  # checked above
             final, variant_info = make_variant(
-                fp32_path, work, precision, calib_set=calib_set, threads=options.threads
+                fp32_path,
+                work,
+                precision,
+                calib_set=calib_set,
+                threads=options.threads,
+                int8_scheme=options.int8_scheme,
             )
+            if "quantization" in variant_info:
+                card["quantization"] = variant_info["quantization"]
             repv = check_parity(
                 model,
                 final,
@@ -327,18 +329,14 @@ def build_bundle(
             from export.calibration import write_trt_calibration_cache
 
             cache = work / CALIB_CACHE_NAME
-            parity["calibration"] = write_trt_calibration_cache(
-                fp32_path, calib_set, cache, threads=options.threads
-            )
+            parity["calibration"] = write_trt_calibration_cache(fp32_path, calib_set, cache, threads=options.threads)
             files[CALIB_CACHE_NAME] = cache
         _finalize_onnx(final, card, labels)
         files[MODEL_NAME] = final
         if options.torch_program:
             if precision != "fp32":
                 raise ExportError("model.pt2 is the FP32 PyTorch model; add it to fp32 bundles only")
-            files[TORCH_PROGRAM_NAME] = export_torch_program(
-                model, (spec.channels, spec.height, spec.width), work
-            )
+            files[TORCH_PROGRAM_NAME] = export_torch_program(model, (spec.channels, spec.height, spec.width), work)
 
         name = options.name or str(card.get("name") or meta.get("arch") or "model")
         version = options.version or str(card.get("version") or f"e{meta.get('epoch', 0)}")
@@ -348,9 +346,7 @@ def build_bundle(
             task="classify",
             labels=labels,
             input=spec,
-            outputs=(
-                OutputSpec(name=OUTPUT_NAMES["classify"], shape=(BATCH_DIM, len(labels)), meaning="logits"),
-            ),
+            outputs=(OutputSpec(name=OUTPUT_NAMES["classify"], shape=(BATCH_DIM, len(labels)), meaning="logits"),),
             precision=precision,
             postprocess={"activation": "softmax"},
             metrics=_plain(meta.get("metrics") or {}),

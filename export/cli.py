@@ -44,6 +44,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SPEC",
         help="data spec of calibration images (its train split): INT8 scales and calib.cache",
     )
+    p.add_argument(
+        "--int8-scheme",
+        choices=("onnxruntime", "tensorrt"),
+        default="onnxruntime",
+        help="int8: uint8 activations, fastest with ONNX Runtime on CPUs (default), or symmetric int8 "
+        "that TensorRT reads (explicit quantization)",
+    )
     p.add_argument("--calib-split", default="train", choices=("train", "val", "test"))
     p.add_argument("--calib-images", type=int, default=256, help="how many calibration images (default 256)")
     p.add_argument(
@@ -138,6 +145,7 @@ def run_export(args: argparse.Namespace) -> int:
         threads=max(1, args.threads),
         checkpoint_path=Path(args.source),
         torch_program=args.torch,
+        int8_scheme=args.int8_scheme,
     )
     res = build_bundle(model, ckpt, args.out, options, parity_set=parity_set, calib_set=calib_set, heldout_set=heldout)
     m = res.bundle.manifest
@@ -170,9 +178,10 @@ def run_engine(args: argparse.Namespace) -> int:
     if args.precision not in ("fp16", "int8"):
         raise EdgesortError("`edgesort export engine` needs --precision fp16 or int8")
     from device.bundle import verify_bundle
-    from device.engines import DEFAULT_CACHE_DIR, get_or_build_engine, trtexec_command
+    from device.engines import DEFAULT_CACHE_DIR, check_buildable, get_or_build_engine, trtexec_command
 
     bundle = verify_bundle(args.bundles[0])
+    check_buildable(bundle, precision=args.precision, dla_core=args.dla)
     cache = args.cache or DEFAULT_CACHE_DIR
     print("equivalent trtexec command:")
     print("  " + trtexec_command(bundle, precision=args.precision, dla_core=args.dla, engine_path=None))

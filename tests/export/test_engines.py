@@ -16,6 +16,7 @@ from device.cli import main
 from device.engines import (
     DeviceInfo,
     EngineError,
+    check_buildable,
     engine_key,
     restamp_cache,
     trt_version_tag,
@@ -40,16 +41,11 @@ def bundles(tiny_trained, mnist, tmp_path_factory) -> dict[str, Bundle]:
     calib = ImageSet(normalize(mnist["train_x"][:64]), mnist["train_y"][:64], "mnist:train[64]")
     held = ImageSet(normalize(mnist["test_x"][:300]), mnist["test_y"][:300], "mnist:val[300]")
     build_bundle(model, meta, root / "fp32", ExportOptions(), parity_set=parity, calib_set=calib)
-    build_bundle(
-        model,
-        meta,
-        root / "int8",
-        ExportOptions(precision="int8"),
-        parity_set=parity,
-        calib_set=calib,
-        heldout_set=held,
-    )
-    return {k: verify_bundle(root / k) for k in ("fp32", "int8")}
+    for name, scheme in (("int8", "onnxruntime"), ("int8-trt", "tensorrt")):
+        opts = ExportOptions(precision="int8", int8_scheme=scheme)
+        build_bundle(model, meta, root / name, opts, parity_set=parity, calib_set=calib, heldout_set=held)
+    build_bundle(model, meta, root / "fp32-nocalib", ExportOptions(), parity_set=parity)
+    return {k: verify_bundle(root / k) for k in ("fp32", "int8", "int8-trt", "fp32-nocalib")}
 
 
 ORIN = DeviceInfo("Orin (nvgpu)", "8.7", "NVIDIA Jetson Orin Nano Developer Kit")
@@ -80,8 +76,23 @@ def test_key_changes_with_everything_that_breaks_an_engine(bundles) -> None:
     assert q.calib_sha256 == "" and q.model_sha256 != k.model_sha256
 
 
+def test_what_cannot_be_built_is_refused_without_tensorrt(bundles) -> None:
+    check_buildable(bundles["fp32"], precision="int8", dla_core=0)  # calib.cache: implicit INT8, also on DLA
+    check_buildable(bundles["int8-trt"], precision="int8", dla_core=None)
+    with pytest.raises(EngineError, match="uint8 activations"):
+        check_buildable(bundles["int8"], precision="int8", dla_core=None)
+    with pytest.raises(EngineError, match=r"needs calib\.cache"):
+        check_buildable(bundles["fp32-nocalib"], precision="int8", dla_core=None)
+    with pytest.raises(EngineError, match="fp16 needs a float bundle"):
+        check_buildable(bundles["int8-trt"], precision="fp16", dla_core=None)
+    with pytest.raises(EngineError, match="DLA runs fp16 or int8 only"):
+        check_buildable(bundles["fp32"], precision="fp32", dla_core=0)
+    with pytest.raises(EngineError, match="unknown precision"):
+        check_buildable(bundles["fp32"], precision="int4", dla_core=None)
+
+
 def test_trtexec_command(bundles) -> None:
-    fp32, int8 = bundles["fp32"], bundles["int8"]
+    fp32, int8 = bundles["fp32"], bundles["int8-trt"]
     cmd = trtexec_command(fp32, precision="int8", dla_core=None, engine_path=Path("/e/x.engine"))
     assert cmd.startswith("trtexec --onnx=") and "--int8" in cmd and "--fp16" in cmd
     assert f"--calib={fp32.root / 'calib.cache'}" in cmd
@@ -104,14 +115,10 @@ def test_calibration_header_is_restamped_for_the_running_tensorrt() -> None:
 
 @pytest.mark.skipif(_has_tensorrt(), reason="TensorRT is installed: the missing-TensorRT message cannot show")
 def test_export_engine_without_tensorrt_is_one_sentence(bundles, tmp_path: Path, capsys) -> None:
-    code = main(
-        ["export", "engine", str(bundles["fp32"].root), "--precision", "int8", "--cache", str(tmp_path)]
-    )
+    code = main(["export", "engine", str(bundles["fp32"].root), "--precision", "int8", "--cache", str(tmp_path)])
     out, err = capsys.readouterr()
     assert code == 69
-    assert (
-        err.strip().count("\n") == 0 and "needs the Python module 'tensorrt', which is not installed" in err
-    )
+    assert err.strip().count("\n") == 0 and "needs the Python module 'tensorrt', which is not installed" in err
     assert "trtexec --onnx=" in out and "--calib=" in out  # the equivalent command is printed first
     assert not any(tmp_path.iterdir())
 
@@ -126,3 +133,9 @@ def test_build_and_reuse_engine(bundles, tmp_path: Path) -> None:
     again = ensure_engine(bundles["fp32"], precision="fp16", dla_core=None, cache_dir=tmp_path)
     assert not again.rebuilt and again.reason == "cached" and again.path == first.path
     np.testing.assert_equal(first.path.read_bytes() == again.path.read_bytes(), True)
+
+
+def test_export_engine_refuses_an_onnxruntime_int8_bundle_before_anything(bundles, tmp_path: Path, capsys) -> None:
+    code = main(["export", "engine", str(bundles["int8"].root), "--precision", "int8", "--cache", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 69 and "--int8-scheme tensorrt" in err and out == ""

@@ -134,3 +134,38 @@ def test_cache_format_round_trip():
     assert text.splitlines()[0] == "TRT-8601-EntropyCalibration2"
     _, _, scales = parse_cache(text)
     assert scales["images"] == pytest.approx(2.0 / 127) and scales["conv_out"] > 0
+
+
+def _zero_points(path: Path) -> list[np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    inits = {i.name: i for i in proto.graph.initializer}
+    return [
+        numpy_helper.to_array(inits[n.input[2]])
+        for n in proto.graph.node
+        if n.op_type == "QuantizeLinear" and len(n.input) > 2
+    ]
+
+
+@pytest.mark.parametrize(("scheme", "dtype"), [("onnxruntime", np.uint8), ("tensorrt", np.int8)])
+def test_int8_schemes(tmp_path: Path, tiny_trained, mnist, scheme: str, dtype: type) -> None:
+    """onnxruntime: uint8 activations (fast on CPUs); tensorrt: int8 with zero points of 0 (explicit quantization)."""
+    model, meta = tiny_trained
+    parity, heldout, calib = _sets(mnist)
+    build_bundle(
+        model,
+        meta,
+        tmp_path / scheme,
+        ExportOptions(precision="int8", int8_scheme=scheme),
+        parity_set=parity,
+        calib_set=calib,
+        heldout_set=heldout,
+    )
+    m = verify_bundle(tmp_path / scheme).manifest
+    assert m.card["quantization"]["scheme"] == scheme and m.parity["accuracy_gate"]["passed"]
+    zps = _zero_points(tmp_path / scheme / MODEL_NAME)
+    assert zps and {z.dtype for z in zps} == {np.dtype(dtype)}
+    if scheme == "tensorrt":
+        assert all(not z.any() for z in zps)
