@@ -84,6 +84,12 @@ def _classify(args: argparse.Namespace) -> int:
     return main(args)
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import run
+
+    return run(args)
+
+
 def _list_models(args: argparse.Namespace) -> int:
     from training.models import get_model_info, list_models
 
@@ -100,5 +106,13 @@ def register(subparsers: Any) -> None:
     )
     add_classify_arguments(classify)
     classify.set_defaults(func=_classify)
+    ev = sub.add_parser("evaluate", help="evaluate a checkpoint on a split of a data set")
+    ev.add_argument("checkpoint", help="best.pt or last.pt of a run")
+    ev.add_argument("--data", required=True, metavar="SPEC", help="data spec, as for classify")
+    ev.add_argument("--split", choices=("train", "val", "test"), default="test")
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--threads", type=int, default=0)
+    ev.add_argument("--json", default=None, help="write the metrics (per class, confusion) to this file")
+    ev.set_defaults(func=_evaluate)
     models = sub.add_parser("models", help="list the architectures in the registry")
     models.set_defaults(func=_list_models)

@@ -112,3 +112,28 @@ def test_recorded_command() -> None:
     assert recorded_command(["/x/training/train.py", "--data", "twin:0"], 2) == (
         "torchrun --nproc_per_node 2 --no-python edgesort train classify --data twin:0"
     )
+
+
+def test_evaluate_reproduces_the_run(tiny_mnist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert _train("--data", f"mnist:{tiny_mnist}", "--model", "lenet5", "--epochs", "1", "--out", str(out)) == 0
+    assert (
+        edgesort(
+            [
+                "train",
+                "evaluate",
+                str(out / "best.pt"),
+                "--data",
+                f"mnist:{tiny_mnist}",
+                "--split",
+                "test",
+                "--json",
+                str(tmp_path / "m.json"),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
+    again = json.loads((tmp_path / "m.json").read_text())
+    assert again["confusion"] == json.loads((out / "metrics.json").read_text())["test"]["confusion"]
