@@ -45,7 +45,7 @@ def summarise(
     diag = confusion.diag()
     predicted = confusion.sum(dim=0)
     support = confusion.sum(dim=1)
-    per_class = []
+    per_class: list[dict[str, Any]] = []
     for i, label in enumerate(labels):
         per_class.append(
             {

@@ -151,7 +151,9 @@ def make_loader(ds: Any, batch: int, *, train: bool, state: D.DistState, workers
     )
 
 
-def make_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer, steps_per_epoch: int):  # type: ignore[no-untyped-def]
+def make_scheduler(
+    args: argparse.Namespace, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     from torch.optim import lr_scheduler as S
 
     total = max(1, args.epochs * steps_per_epoch)
@@ -479,11 +481,11 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
             f"{args.model} on {report['split']}: top-1 {report['top1']:.4f} ({report['count']} images)",
         )
         curves_png(history, out / "curves.png")
-        for split, m in results.items():
+        for name, m in results.items():
             log.info(
                 "best epoch %d, %s: top-1 %.4f top-5 %.4f on %d images",
                 best_ck["epoch"] + 1,
-                split,
+                name,
                 m["top1"],
                 m["top5"],
                 m["count"],

@@ -77,7 +77,7 @@ class _Trunk(nn.Module):
         self.net = net
 
     def forward(self, x: Any) -> Any:
-        net = self.net
+        net: Any = self.net
         x = net._swish(net._bn0(net._conv_stem(x)))
         for block in net._blocks[:_TOP_FROM]:
             x = block(x)  # frozen in eval mode: drop-connect is off anyway
@@ -87,7 +87,7 @@ class _Trunk(nn.Module):
 class _Top(nn.Module):
     """Blocks 11..15, head conv and classifier of an EfficientNet (sharing its modules)."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: Any) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(net._blocks[_TOP_FROM:])
         self.net_parts = nn.ModuleDict(
@@ -101,7 +101,7 @@ class _Top(nn.Module):
         for i, block in enumerate(self.blocks, start=_TOP_FROM):
             # the same depth-scaled drop-connect rate as EfficientNet.extract_features
             x = block(x, drop_connect_rate=self.rate * i / self.total if self.rate else None)
-        p = self.net_parts
+        p: Any = self.net_parts
         x = self.swish(p["bn1"](p["conv_head"](x)))
         x = x.mean(dim=(2, 3))
         return p["fc"](p["dropout"](x))
