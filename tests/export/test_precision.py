@@ -169,3 +169,28 @@ def test_int8_schemes(tmp_path: Path, tiny_trained, mnist, scheme: str, dtype: t
     assert zps and {z.dtype for z in zps} == {np.dtype(dtype)}
     if scheme == "tensorrt":
         assert all(not z.any() for z in zps)
+
+
+def test_int8_logits_stay_float(tmp_path: Path, tiny_trained, mnist) -> None:
+    """The head writing the logits is not quantized: INT8 logits on a 256-value grid would tie at the top."""
+    import onnx
+
+    model, meta = tiny_trained
+    parity, heldout, calib = _sets(mnist)
+    build_bundle(
+        model,
+        meta,
+        tmp_path / "b",
+        ExportOptions(precision="int8"),
+        parity_set=parity,
+        calib_set=calib,
+        heldout_set=heldout,
+    )
+    proto = onnx.load(str(tmp_path / "b" / MODEL_NAME))
+    out = proto.graph.output[0].name
+    producer = next(n for n in proto.graph.node if out in n.output)
+    assert producer.op_type in ("Gemm", "MatMul", "Add")
+    from export.parity import onnx_session, run_onnx
+
+    logits = run_onnx(onnx_session(tmp_path / "b" / MODEL_NAME), heldout.images[:64])
+    assert len(np.unique(logits)) > 0.9 * logits.size  # continuous, not a 256-level grid
