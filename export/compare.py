@@ -57,9 +57,7 @@ def compare_bundles(
             }
         )
     image, _ = next(iter_raw_images(spec, split, 1))
-    runners = [
-        create_backend(b, "onnxruntime", threads=threads, precision="fp32", warmup=warmup) for b in opened
-    ]
+    runners = [create_backend(b, "onnxruntime", threads=threads, precision="fp32", warmup=warmup) for b in opened]
     inputs = [np.array(Preprocessor(b.manifest.input, max_batch=1)([image])) for b in opened]
     times: list[list[float]] = [[] for _ in opened]
     try:

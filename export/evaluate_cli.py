@@ -12,13 +12,9 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        "eval", help="evaluate a model bundle on a data set (top-1, per class, confusion)"
-    )
+    p = subparsers.add_parser("eval", help="evaluate a model bundle on a data set (top-1, per class, confusion)")
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory or .tar")
-    p.add_argument(
-        "--data", required=True, metavar="SPEC", help="data spec, e.g. grocery:/data/grocery_store"
-    )
+    p.add_argument("--data", required=True, metavar="SPEC", help="data spec, e.g. grocery:/data/grocery_store")
     p.add_argument("--split", choices=("val", "test"), default="val")
     p.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime")
     p.add_argument("--json", type=Path, required=True, metavar="FILE", help="where to write the metrics")

@@ -80,9 +80,7 @@ def export_onnx(
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is below {MIN_OPSET}, the oldest this project exports")
     if model.training:
-        raise ExportError(
-            "the model is in training mode; call .eval() before export (BatchNorm/Dropout differ)"
-        )
+        raise ExportError("the model is in training mode; call .eval() before export (BatchNorm/Dropout differ)")
     output_name = OUTPUT_NAMES[task]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros((2, *input_shape), dtype=torch.float32)
@@ -149,8 +147,7 @@ def _check_io(proto: onnx.ModelProto, output_name: str) -> None:
     outputs = [o.name for o in proto.graph.output]
     if inputs != [INPUT_NAME] or outputs != [output_name]:
         raise ExportError(
-            f"the ONNX graph has inputs {inputs} and outputs {outputs}; expected [{INPUT_NAME!r}] "
-            f"and [{output_name!r}]"
+            f"the ONNX graph has inputs {inputs} and outputs {outputs}; expected [{INPUT_NAME!r}] and [{output_name!r}]"
         )
     dim0 = proto.graph.input[0].type.tensor_type.shape.dim[0]
     if dim0.dim_param != BATCH_DIM:

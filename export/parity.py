@@ -126,9 +126,7 @@ def check_parity(
     ref = run_torch(model, images)
     got = run_onnx(onnx_session(onnx_path, threads=threads), images, batch_sizes)
     mx, mean, agree = compare(ref, got)
-    passed = (max_abs_diff is None or mx <= max_abs_diff) and (
-        min_agreement is None or agree >= min_agreement
-    )
+    passed = (max_abs_diff is None or mx <= max_abs_diff) and (min_agreement is None or agree >= min_agreement)
     return ParityReport(
         precision=precision,
         images=len(images),

@@ -92,14 +92,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"scale {inp.scale:.6g}, mean {list(inp.mean)}, std {list(inp.std)}",
     ]
     lines += [f"output     {o.name} {list(o.shape)} ({o.meaning})" for o in m.outputs]
-    lines += [
-        f"file       {name}  {e.size} bytes  sha256 {e.sha256[:16]}..." for name, e in sorted(m.files.items())
-    ]
+    lines += [f"file       {name}  {e.size} bytes  sha256 {e.sha256[:16]}..." for name, e in sorted(m.files.items())]
     if m.metrics:
         top1 = m.metrics.get("top1")
-        lines.append(
-            f"metrics    top1 {top1}" + (f" on {m.metrics.get('split')}" if m.metrics.get("split") else "")
-        )
+        lines.append(f"metrics    top1 {top1}" + (f" on {m.metrics.get('split')}" if m.metrics.get("split") else ""))
     if m.dataset:
         lines.append(f"dataset    {m.dataset.get('spec', '')} {m.dataset.get('counts', '')}")
     for key, rep in sorted(m.parity.items()):
@@ -110,9 +106,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             )
         elif isinstance(rep, dict) and key == "accuracy_gate":
             lines.append(f"gate       {rep.get('summary', rep)}")
-    lines.append(
-        f"recipe     {m.recipe.command or '-'} @ {m.recipe.git_revision[:12] or '-'} {m.recipe.created}"
-    )
+    lines.append(f"recipe     {m.recipe.command or '-'} @ {m.recipe.git_revision[:12] or '-'} {m.recipe.created}")
     lines.append(f"signed     {'yes (manifest.sig)' if bundle.signed else 'no'}")
     print("\n".join(lines))
     return 0

@@ -71,9 +71,7 @@ def test_keygen_sign_verify_and_reject(tmp_path: Path, capsys) -> None:
     code, out, _ = _run(capsys, "bundle", "verify", str(b.root), "--require-signature", "--key", str(pub))
     assert code == 0 and "signature valid" in out
     # a key the device does not trust
-    code, _, err = _run(
-        capsys, "bundle", "verify", str(b.root), "--require-signature", "--key", str(other_pub)
-    )
+    code, _, err = _run(capsys, "bundle", "verify", str(b.root), "--require-signature", "--key", str(other_pub))
     assert code == 65 and "does not match any trusted key" in err
     # several trusted keys: any one that verifies is enough
     assert _run(capsys, "bundle", "verify", str(b.root), "--key", str(other_pub), "--key", str(pub))[0] == 0
@@ -106,17 +104,10 @@ def test_pack_then_verify_and_inspect_the_tar(tmp_path: Path, capsys) -> None:
     _run(capsys, "bundle", "sign", str(b.root), "--key", str(tmp_path / "k.key"))
     tar = tmp_path / "b.tar"
     assert _run(capsys, "bundle", "pack", str(b.root), str(tar))[0] == 0
-    code, out, _ = _run(
-        capsys, "bundle", "verify", str(tar), "--require-signature", "--key", str(tmp_path / "k.pub")
-    )
+    code, out, _ = _run(capsys, "bundle", "verify", str(tar), "--require-signature", "--key", str(tmp_path / "k.pub"))
     assert code == 0 and "signature valid" in out
     code, out, _ = _run(capsys, "bundle", "inspect", str(tar))
-    assert (
-        code == 0
-        and "linear-test@1/fp32" in out
-        and "signed     yes" in out
-        and "images ['batch', 3, 8, 8]" in out
-    )
+    assert code == 0 and "linear-test@1/fp32" in out and "signed     yes" in out and "images ['batch', 3, 8, 8]" in out
     code, out, _ = _run(capsys, "bundle", "inspect", str(b.root), "--json")
     assert code == 0 and json.loads(out)["labels"] == ["a", "b", "c"]
 

@@ -54,9 +54,7 @@ def tiny_trained(mnist: dict[str, np.ndarray], data_root: Path) -> tuple[nn.Modu
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(
-    tiny_trained: tuple[nn.Module, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
-) -> Path:
+def tiny_checkpoint(tiny_trained: tuple[nn.Module, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
     torch.save(tiny_trained[1], path)
     return path

@@ -24,9 +24,7 @@ def _set(mnist: dict[str, np.ndarray], n: int = 64) -> ImageSet:
 def test_fp32_bundle_is_complete_and_verifies(tmp_path: Path, tiny_trained, mnist) -> None:
     model, meta = tiny_trained
     out = tmp_path / "bundle"
-    res = build_bundle(
-        model, meta, out, ExportOptions(command="edgesort export x.pt"), parity_set=_set(mnist)
-    )
+    res = build_bundle(model, meta, out, ExportOptions(command="edgesort export x.pt"), parity_set=_set(mnist))
     b = verify_bundle(out)
     m = b.manifest
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME, MODEL_NAME]
@@ -97,9 +95,7 @@ def test_existing_bundle_needs_force(tmp_path: Path, tiny_trained, mnist) -> Non
 def test_malformed_checkpoint_metadata_is_one_sentence(tmp_path: Path, tiny_trained, mnist) -> None:
     model, meta = tiny_trained
     with pytest.raises(ExportError, match="resize policy 'squash'"):
-        build_bundle(
-            model, {**meta, "resize": "squash"}, tmp_path / "x", ExportOptions(), parity_set=_set(mnist, 8)
-        )
+        build_bundle(model, {**meta, "resize": "squash"}, tmp_path / "x", ExportOptions(), parity_set=_set(mnist, 8))
     with pytest.raises(ExportError, match="10 classes but 3 labels"):
         build_bundle(
             model,

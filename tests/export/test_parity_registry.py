@@ -51,9 +51,21 @@ def test_fp32_parity_of_every_registered_classifier(name: str, data_root: Path, 
     x = np.array(Preprocessor(input_spec, max_batch=IMAGES)([img for img, _ in raw]))
     images = ImageSet(x, np.array([y for _, y in raw]), f"{spec}:val[{IMAGES}]")
     meta = {
-        "arch": name, "num_classes": 10, "in_channels": channels, "input_size": [h, w], "mean": list(mean),
-        "std": list(std), "color_order": color, "resize": "stretch", "labels": [f"c{i}" for i in range(10)],
-        "args": {}, "metrics": {}, "dataset": {"spec": spec}, "epoch": 0, "git_revision": "", "card": {},
+        "arch": name,
+        "num_classes": 10,
+        "in_channels": channels,
+        "input_size": [h, w],
+        "mean": list(mean),
+        "std": list(std),
+        "color_order": color,
+        "resize": "stretch",
+        "labels": [f"c{i}" for i in range(10)],
+        "args": {},
+        "metrics": {},
+        "dataset": {"spec": spec},
+        "epoch": 0,
+        "git_revision": "",
+        "card": {},
     }
     res = build_bundle(model, meta, tmp_path / name, ExportOptions(), parity_set=images)
     p = res.parity["fp32"]
