@@ -54,9 +54,8 @@ def classify(logits: np.ndarray, k: int = 5, *, probabilities: bool = False) -> 
         raise ValueError(f"classify expects (N, classes) logits, got shape {x.shape}")
     probs = x if probabilities else softmax(x)
     k = min(k, x.shape[1])
-    part = np.argpartition(-probs, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(probs, part, 1).argsort(axis=1)[:, ::-1]
-    return probs, np.take_along_axis(part, order, 1)
+    # a stable sort breaks exact ties (common with quantized logits) towards the lowest index, as argmax does
+    return probs, np.argsort(-probs, axis=1, kind="stable")[:, :k]
 
 
 @dataclass(frozen=True, slots=True)

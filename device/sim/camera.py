@@ -66,7 +66,7 @@ class MultiViewCamera:
         first = self._lead.read(timeout)
         if first is None:
             return None
-        count = first.meta["count"]
+        count = int(first.meta["count"])  # type: ignore[call-overload]
         for v in range(1, self.views):
             image, _c, truth = self.twin.render(v, count)
             self._pending.append(
