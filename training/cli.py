@@ -61,6 +61,13 @@ def add_classify_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--patience", type=int, default=0, help="stop after N epochs without a better val top-1")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue a run from its last.pt")
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="CKPT",
+        help="start from the weights of another run of the same model and labels (e.g. --transfer full after "
+        "a linear or top run); the optimiser and schedule start fresh",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument(

@@ -98,6 +98,14 @@ def recorded_command(argv: list[str], world_size: int) -> str:
     return prefix + "edgesort train classify " + shlex.join(rest)
 
 
+def init_from(model: nn.Module, path: str, arch: str, info: DataInfo) -> None:
+    """Start from another run's weights (e.g. fine-tune everything after a linear probe: LP-FT)."""
+    ck = read_checkpoint(path)
+    if ck["arch"] != arch or ck["labels"] != info.labels or ck["in_channels"] != info.in_channels:
+        raise EdgesortError(f"--init {path} is a {ck['arch']} for other labels or channels; it cannot start this run")
+    model.load_state_dict(ck["model"])
+
+
 def has_module(name: str) -> bool:
     import importlib.util
 
@@ -237,6 +245,8 @@ def _run(args: argparse.Namespace, state: D.DistState) -> int:
         pretrained=args.transfer is not None,
         input_size=info.input_size,
     ).to(state.device)
+    if args.init:
+        init_from(model, args.init, args.model, info)
     frozen = set_trainable(model, minfo, args.transfer)
     split = frozen_split(model, minfo, args.transfer) if args.cache_features else None
     if split is not None:

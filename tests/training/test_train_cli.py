@@ -137,3 +137,16 @@ def test_evaluate_reproduces_the_run(tiny_mnist: Path, tmp_path: Path) -> None:
     )
     again = json.loads((tmp_path / "m.json").read_text())
     assert again["confusion"] == json.loads((out / "metrics.json").read_text())["test"]["confusion"]
+
+
+def test_init_starts_from_another_run(tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    common = ["--data", f"mnist:{tiny_mnist}", "--epochs", "1", "--augment", "none", "--lr", "0.01"]
+    assert _train(*common, "--model", "lenet5", "--out", str(first)) == 0
+    assert (
+        _train(*common, "--model", "lenet5", "--out", str(second), "--init", str(first / "best.pt"), "--lr", "0") == 0
+    )
+    a, b = (read_checkpoint(d / "best.pt")["model"] for d in (first, second))
+    assert all(a[k].equal(b[k]) for k in a)  # lr 0: the second run kept the first run's weights
+    assert _train(*common, "--model", "deep_mnist", "--out", str(tmp_path / "c"), "--init", str(first / "best.pt")) != 0
+    assert "cannot start this run" in capsys.readouterr().err
