@@ -47,14 +47,14 @@ class CheckpointError(EdgesortError):
 
 
 def git_revision() -> str:
-    """The commit of the tree that trained the model, with '-dirty' when it had local changes."""
+    """The commit that trained the model, with '-dirty' when training/'s Python files had local changes."""
     repo = Path(__file__).resolve().parent.parent
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "training"],
+            ["git", "status", "--porcelain", "--", "training/*.py"],
             cwd=repo,
             capture_output=True,
             text=True,
