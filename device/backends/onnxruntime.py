@@ -72,6 +72,10 @@ class OnnxRuntimeBackend:
         so.inter_op_num_threads = 1  # sequential graphs: inter-op threads would only spin
         if opts.threads:
             so.intra_op_num_threads = opts.threads
+        # Idle intra-op threads spin for a while after each run by default; in the daemon that spinning takes the
+        # cores the capture, locator and decode threads need between two inferences (measured: the demo bundle's
+        # pipeline ran at 0.26 of the bare backend with spinning, see docs/benchmarks/device.md).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3  # errors only: the providers' info lines would flood journald
         if opts.engine_cache is not None:
             opts.engine_cache.mkdir(parents=True, exist_ok=True)

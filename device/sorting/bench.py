@@ -65,6 +65,7 @@ def _row(report: dict[str, Any], **key: Any) -> dict[str, Any]:
         "classification_accuracy": report["classification_accuracy"],
         "accuracy_gap_points": round(100 * (report["classification_accuracy"] - report["sort_accuracy"]), 2),
         "wrong_bin": report["wrong_bin"],
+        "misgraded_bin": report["misgraded_bin"],
         "default_bin": report["default_bin"],
         "missed_ejections": report["missed_ejections"],
         "decision_latency_ms": dec,

@@ -45,6 +45,11 @@ def expected_bin(grade: str, cfg: DeviceConfig) -> str:
     return str(gate) if gate is not None else DEFAULT_BIN
 
 
+def decided_bin(item: Item, cfg: DeviceConfig) -> str:
+    """The bin the item's decision named (the default bin when it had none or was uncertain)."""
+    return expected_bin(item.predicted, cfg) if item.predicted else DEFAULT_BIN
+
+
 def _pct(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 2) if values else 0.0
 
@@ -53,7 +58,12 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
                  pipeline_stats: dict[str, Any], fire_errors: list[int], elapsed_s: float) -> dict[str, Any]:
     items: list[Item] = list(twin.finished)
     correct = [it for it in items if it.bin == expected_bin(it.grade, cfg)]
-    wrong = [it for it in items if it.bin not in (DEFAULT_BIN, expected_bin(it.grade, cfg))]
+    # Two ways to end in a gate bin that is not the item's own, kept apart because they have different owners:
+    # wrong_bin is the sorting core's error (the item reached a gate bin its decision did not name: a wrong
+    # track, a mistimed or misdirected ejection); misgraded_bin is the model's (the decision named the gate of
+    # another grade and the line carried it out faithfully). Undecided and uncertain items are decided "default".
+    wrong = [it for it in items if it.bin not in (DEFAULT_BIN, decided_bin(it, cfg))]
+    misgraded = [it for it in items if it.bin == decided_bin(it, cfg) not in (DEFAULT_BIN, expected_bin(it.grade, cfg))]
     default = [it for it in items if it.bin == DEFAULT_BIN]
     decided = [it for it in items if it.id in rec.outcomes]
     cls_ok = [it for it in decided if rec.outcomes[it.id].decision.grade == it.grade]
@@ -73,6 +83,7 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
         "items_undecided": total - len(decided),
         "missed_ejections": len(missed) + int(ej.get("late", 0)) + int(ej.get("full", 0)) + int(ej.get("failed", 0)),
         "wrong_bin": len(wrong),
+        "misgraded_bin": len(misgraded),
         "default_bin": len(default),
         "decision_latency_ms": {"p50": _pct(lat_eject, 50), "p99": _pct(lat_eject, 99)},
         "decision_latency_all_ms": {"p50": _pct(lat_all, 50), "p99": _pct(lat_all, 99)},
@@ -89,7 +100,7 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
         "elapsed_s": round(elapsed_s, 1),
         "per_item": [
             {"id": it.id, "true": it.grade, "predicted": it.predicted, "gates_fired": it.gates_fired,
-             "bin": it.bin, "expected_bin": expected_bin(it.grade, cfg)}
+             "bin": it.bin, "decided_bin": decided_bin(it, cfg), "expected_bin": expected_bin(it.grade, cfg)}
             for it in items
         ],
     }

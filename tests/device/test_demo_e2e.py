@@ -32,7 +32,10 @@ def test_demo_sorts_and_a_subscriber_receives_every_item_event(tmp_path):
         n = report["item_events"]
         assert report["items_total"] >= 60
         assert n >= report["items_decided"] > 0
+        # the sorting core puts nothing in a bin its decision did not name; the model (99% on held-out twin crops)
+        # may misgrade an item or two, and that shows in misgraded_bin and the accuracy, not here
         assert report["wrong_bin"] == 0
+        assert report["misgraded_bin"] <= 0.05 * report["items_total"]
         assert report["sort_accuracy"] >= 0.95
         events = sub.wait_for(lambda: (e := sub.on("/events/item")) and len({m.json()["seq"] for m in e}) >= n and e,
                               timeout=30, what=f"{n} item events")
