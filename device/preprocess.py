@@ -105,10 +105,7 @@ class Preprocessor:
             img = img[:, :, 0]
         policy = self.spec.resize
         if policy == "stretch":
-            sx, sy = tw / w, th / h
-            return cv2.resize(img, (tw, th), interpolation=_interp(sx * sy)), ImageTransform(
-                sx, sy, 0, 0, w, h
-            )
+            return resize_stretch(img, (tw, th)), ImageTransform(tw / w, th / h, 0, 0, w, h)
         if policy == "letterbox":
             s = min(tw / w, th / h)
             nw, nh = max(1, round(w * s)), max(1, round(h * s))
@@ -123,6 +120,16 @@ class Preprocessor:
         x0, y0 = (nw - tw) // 2, (nh - th) // 2
         big = cv2.resize(img, (nw, nh), interpolation=_interp(s * s))
         return big[y0 : y0 + th, x0 : x0 + tw], ImageTransform(nw / w, nh / h, -x0, -y0, w, h)
+
+
+def resize_stretch(img: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """The device's resize to (width, height), aspect ratio not kept. Training's evaluation transform calls this
+    same function (`training.presets.DeviceResize`), so a model is measured on the pixels the device will feed it.
+    Any channel count (HxW, HxWxC); the result keeps the input's layout."""
+    h, w = img.shape[:2]
+    tw, th = size_wh
+    out = cv2.resize(img, (tw, th), interpolation=_interp((tw / w) * (th / h)))
+    return out[:, :, None] if img.ndim == 3 and out.ndim == 2 else out
 
 
 def _interp(area_ratio: float) -> int:

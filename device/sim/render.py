@@ -83,12 +83,13 @@ def draw_cucumber(img: np.ndarray, shape: CucumberShape, p: Placement, view: int
     hl = np.concatenate([hl_l[4:-4], hl_r[4:-4][::-1]])
     cv2.fillPoly(img, [_to_px(hl, w)], np.clip(skin * 1.45, 0, 255).tolist(), cv2.LINE_AA, _SHIFT)
     # warts: small dark dots along the body
-    for _ in range(int(shape.length_mm / 6)):
-        i = int(rng.integers(3, len(centre) - 3))
-        f = rng.uniform(-0.8, 0.8)
-        pt = centre[i] + f * (left[i] - centre[i] if f > 0 else centre[i] - right[i])
-        cv2.circle(img, tuple(_to_px(pt[None], w)[0]), int(1.2 * (1 << _SHIFT)),
-                   np.clip(skin * 0.6, 0, 255).tolist(), -1, cv2.LINE_AA, _SHIFT)
+    n_warts = int(shape.length_mm / 6)
+    idx = rng.integers(3, len(centre) - 3, size=n_warts)
+    f = rng.uniform(-0.8, 0.8, size=n_warts)[:, None]
+    towards = np.where(f > 0, left[idx] - centre[idx], centre[idx] - right[idx])
+    wart_colour = np.clip(skin * 0.6, 0, 255).tolist()
+    for x, y in _to_px(centre[idx] + f * towards, w):
+        cv2.circle(img, (int(x), int(y)), int(1.2 * (1 << _SHIFT)), wart_colour, -1, cv2.LINE_AA, _SHIFT)
     for k, views in enumerate(p.defect_views):
         if view not in views:
             continue
@@ -103,21 +104,29 @@ def draw_cucumber(img: np.ndarray, shape: CucumberShape, p: Placement, view: int
 
 
 class BeltBackground:
-    """The empty belt with a fixed texture, and a bank of sensor-noise images to add per frame."""
+    """The empty belt with a fixed texture, and a bank of sensor-noise images to add per frame.
+
+    Frames are made with saturating uint8 OpenCV arithmetic, not float numpy: the render sits between a frame's
+    exposure and its delivery, so its cost shows up in every decision latency (float passes took 2.5 ms of
+    a 480x320 frame, these take about 0.2 ms).
+    """
 
     def __init__(self, width: int, height: int, seed: int = 0, noise_sigma: float = 3.0) -> None:
         rng = np.random.default_rng(seed)
         texture = cv2.GaussianBlur(rng.normal(0, 6, (height, width)).astype(np.float32), (0, 0), 3)
-        self.base = np.clip(BELT_BGR[None, None, :] + texture[:, :, None], 0, 255).astype(np.float32)
-        # Drawing fresh Gaussian noise per frame costs more than the rest of the render: reuse a bank.
-        self.noise = [rng.normal(0, noise_sigma, (height, width, 3)).astype(np.float32) for _ in range(6)]
+        self.base = np.clip(BELT_BGR[None, None, :] + texture[:, :, None], 0, 255).round().astype(np.uint8)
+        # Drawing fresh Gaussian noise per frame costs more than the rest of the render: reuse a bank, each
+        # image split into its positive and negative parts (uint8), added and subtracted with saturation.
+        bank = [np.round(rng.normal(0, noise_sigma, (height, width, 3))) for _ in range(6)]
+        self.noise = [(np.clip(n, 0, 255).astype(np.uint8), np.clip(-n, 0, 255).astype(np.uint8)) for n in bank]
+        self.has_noise = noise_sigma > 0
         self.width, self.height = width, height
 
     def frame(self, gain: float = 1.0) -> np.ndarray:
-        return np.clip(self.base * gain, 0, 255).astype(np.uint8)
+        return cv2.convertScaleAbs(self.base, alpha=gain)
 
     def add_noise(self, img: np.ndarray, index: int) -> np.ndarray:
-        if not self.noise or not self.noise[0].any():
+        if not self.has_noise:
             return img
-        n = self.noise[index % len(self.noise)]
-        return np.clip(img.astype(np.float32) + n, 0, 255).astype(np.uint8)
+        plus, minus = self.noise[index % len(self.noise)]
+        return cv2.subtract(cv2.add(img, plus), minus)
