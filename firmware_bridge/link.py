@@ -535,6 +535,9 @@ class BridgeLink:
     # ---- internals: reader -----------------------------------------------------------------------------
     def _read_loop(self) -> None:
         port = self._port
+        # The MCU streams encoder frames all the time, so the port is usually opened in the middle of one: its
+        # tail is not a frame. Bytes up to the first delimiter are dropped, not counted as CRC errors.
+        synced = False
         while not self._stop.is_set():
             try:
                 data = port.read(port.in_waiting or 1)
@@ -545,6 +548,11 @@ class BridgeLink:
                 return
             if not data:
                 continue
+            if not synced:
+                start = data.find(b"\x00")
+                if start < 0:
+                    continue
+                data, synced = data[start + 1 :], True
             rx_ts = time.monotonic()
             for frame in self._decoder.feed(data):
                 try:
