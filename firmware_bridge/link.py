@@ -187,6 +187,7 @@ class BridgeLink:
         self._failure = None
         with contextlib.suppress(Exception):
             self._port.reset_input_buffer()
+        self._decoder.resync()  # the flushed port is mid-frame: its tail is not a frame, not a CRC error
         self._reader = threading.Thread(target=self._read_loop, name="bridge-reader", daemon=True)
         self._reader.start()
         deadline = time.monotonic() + self.connect_timeout_s
@@ -535,9 +536,6 @@ class BridgeLink:
     # ---- internals: reader -----------------------------------------------------------------------------
     def _read_loop(self) -> None:
         port = self._port
-        # The MCU streams encoder frames all the time, so the port is usually opened in the middle of one: its
-        # tail is not a frame. Bytes up to the first delimiter are dropped, not counted as CRC errors.
-        synced = False
         while not self._stop.is_set():
             try:
                 data = port.read(port.in_waiting or 1)
@@ -548,11 +546,6 @@ class BridgeLink:
                 return
             if not data:
                 continue
-            if not synced:
-                start = data.find(b"\x00")
-                if start < 0:
-                    continue
-                data, synced = data[start + 1 :], True
             rx_ts = time.monotonic()
             for frame in self._decoder.feed(data):
                 try:

@@ -342,6 +342,12 @@ class FrameDecoder:
         self._buf.clear()
         self._overflowed = False
 
+    def resync(self) -> None:
+        """Drop any partial frame and every byte up to the next 0x00, uncounted: a port just opened or flushed
+        is usually in the middle of a frame (the MCU streams all the time), and that tail is not a frame."""
+        self._buf.clear()
+        self._overflowed = True
+
 
 def describe(frame: Frame) -> dict[str, Any]:
     """A frame as a plain dict for logs and the CLI."""

@@ -62,8 +62,10 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
     # wrong_bin is the sorting core's error (the item reached a gate bin its decision did not name: a wrong
     # track, a mistimed or misdirected ejection); misgraded_bin is the model's (the decision named the gate of
     # another grade and the line carried it out faithfully). Undecided and uncertain items are decided "default".
-    wrong = [it for it in items if it.bin not in (DEFAULT_BIN, decided_bin(it, cfg))]
-    misgraded = [it for it in items if it.bin == decided_bin(it, cfg) not in (DEFAULT_BIN, expected_bin(it.grade, cfg))]
+    named = {it.id: decided_bin(it, cfg) for it in items}
+    wrong = [it for it in items if it.bin not in (DEFAULT_BIN, named[it.id])]
+    misgraded = [it for it in items
+                 if it.bin == named[it.id] and it.bin not in (DEFAULT_BIN, expected_bin(it.grade, cfg))]
     default = [it for it in items if it.bin == DEFAULT_BIN]
     decided = [it for it in items if it.id in rec.outcomes]
     cls_ok = [it for it in decided if rec.outcomes[it.id].decision.grade == it.grade]
@@ -100,7 +102,7 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
         "elapsed_s": round(elapsed_s, 1),
         "per_item": [
             {"id": it.id, "true": it.grade, "predicted": it.predicted, "gates_fired": it.gates_fired,
-             "bin": it.bin, "decided_bin": decided_bin(it, cfg), "expected_bin": expected_bin(it.grade, cfg)}
+             "bin": it.bin, "decided_bin": named[it.id], "expected_bin": expected_bin(it.grade, cfg)}
             for it in items
         ],
     }
