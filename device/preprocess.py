@@ -125,11 +125,20 @@ class Preprocessor:
 def resize_stretch(img: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     """The device's resize to (width, height), aspect ratio not kept. Training's evaluation transform calls this
     same function (`training.presets.DeviceResize`), so a model is measured on the pixels the device will feed it.
-    Any channel count (HxW, HxWxC); the result keeps the input's layout."""
+    Any channel count (HxW, HxWxC); the result keeps the input's layout.
+
+    A shrink is done by area averaging. While the image is at least twice the target both ways it is first
+    halved exactly: OpenCV's exact-2x area path is about ten times faster than its general one (a 480x320 frame
+    to 144x48 went from 0.54 to 0.25 ms), and the result differs from a one-step area resize by about one grey
+    level (tests/device/test_preprocess.py)."""
     h, w = img.shape[:2]
     tw, th = size_wh
+    keep_channel_axis = img.ndim == 3
+    while w >= 2 * tw and h >= 2 * th and w % 2 == 0 and h % 2 == 0:
+        w, h = w // 2, h // 2
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
     out = cv2.resize(img, (tw, th), interpolation=_interp((tw / w) * (th / h)))
-    return out[:, :, None] if img.ndim == 3 and out.ndim == 2 else out
+    return out[:, :, None] if keep_channel_axis and out.ndim == 2 else out
 
 
 def _interp(area_ratio: float) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 
 from device.grades import GRADES, sample_shape
 from device.sim.render import BeltBackground, Placement, draw_cucumber, footprint_x
-from device.sorting.locate import CROP_HW, crop_item, find_items
+from device.sorting.locate import CROP_HW, locate
 
 __all__ = ["CROP_HW", "twin_crops"]
 
@@ -69,9 +69,10 @@ def _one_crop(grade: str, rng: np.random.Generator, backgrounds: list[BeltBackgr
             draw_cucumber(img, other, replace(op, x_mm=nx), 0, gain)
     draw_cucumber(img, shape, p, 0, gain)
     img = bg.add_noise(img, int(rng.integers(1000)))
-    blobs, _partial = find_items(img)
+    view = locate(img)
+    blobs = view.complete
     centre_px = x + _FRAME_W / 2
     best = min(blobs, key=lambda b: abs(b.cx - centre_px), default=None)
     if best is None or abs(best.cx - centre_px) > 15:
         return None
-    return crop_item(img, best)
+    return view.crop(best)

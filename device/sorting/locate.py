@@ -6,13 +6,19 @@ and it keeps the expensive model for grading. Items that touch are told apart by
 above, a round body is darker at its edges, so the seam between two touching items is dark and the bright
 cores stay separate; every item pixel then belongs to its nearest core.
 
+The locator works on a half-resolution copy of the frame (2 mm per pixel): items are 20 mm and more across,
+so nothing it decides needs the full resolution, and a quarter of the pixels makes it about three times
+cheaper (it was the pipeline's slowest stage). The copy is also the crop source: the model's crops are at
+half resolution anyway, so a crop is a slice and a rotation, with no resize. Blobs are reported in frame
+pixels.
+
 Crops are cut at a fixed scale (a fixed window in mm, not the item's box), because size is what separates the
 grades: a crop resized to the item's box would hide it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -20,13 +26,17 @@ import numpy as np
 # The crop window in mm (along the belt x across the belt) at 1 px/mm, and the size the model sees.
 CROP_WINDOW_MM = (96, 288)
 CROP_HW = (48, 144)  # after rotating the long axis horizontal and halving the resolution
-MIN_AREA_PX = 600  # smaller blobs are leaves, dirt or a sliver of an item at the frame edge
+SCALE = 2  # frame pixels per locator pixel; also the frame-to-crop scale (CROP_WINDOW_MM / CROP_HW)
+MIN_AREA_PX = 600  # (frame pixels) smaller blobs are leaves, dirt or a sliver of an item at the frame edge
 SAT_THRESHOLD = 70
 # The thickest item the line grades is 40 mm: a blob whose inscribed circle is wider than that is two items
 # touching along their length, which cannot be cut apart reliably; it is marked ambiguous (default bin).
-MAX_ITEM_RADIUS_PX = 23.0
+MAX_ITEM_RADIUS_PX = 23.0  # (frame pixels)
 CORE_FRACTION = 0.72  # a lit top is brighter than this fraction of the item's 90th-percentile brightness
-CORE_MIN_PX = 150  # smaller bright patches are glints, not an item's top
+CORE_MIN_PX = 150  # (frame pixels) smaller bright patches are glints, not an item's top
+
+_S2 = SCALE * SCALE
+_KERNEL = np.ones((3, 3), np.uint8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +53,72 @@ class Blob:
     ambiguous: bool = False  # two or more items that could not be separated
 
 
-def item_masks(frame_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(item pixels as a uint8 mask, HSV value channel)."""
-    hsv = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2HSV)
-    mask = cv2.morphologyEx((hsv[:, :, 1] > SAT_THRESHOLD).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+@dataclass(frozen=True, slots=True)
+class BeltView:
+    """One frame as the locator saw it: its half-resolution copy and the items found in it."""
+
+    small: np.ndarray  # BGR uint8, the frame at 1 / SCALE
+    complete: list[Blob] = field(default_factory=list)
+    partial: list[Blob] = field(default_factory=list)  # touching the left or right frame edge
+
+    def crop(self, blob: Blob) -> np.ndarray:
+        """The fixed-scale crop around a blob, long axis horizontal, at CROP_HW, BGR uint8."""
+        return _crop_small(self.small, blob)
+
+
+def half_resolution(frame_bgr: np.ndarray) -> np.ndarray:
+    """The frame averaged over 2x2 pixel blocks (OpenCV's exact-2x area path: a few tens of microseconds)."""
+    h, w = frame_bgr.shape[:2]
+    even = frame_bgr[: h - h % SCALE, : w - w % SCALE]
+    return cv2.resize(even, (w // SCALE, h // SCALE), interpolation=cv2.INTER_AREA)
+
+
+def locate(frame_bgr: np.ndarray, edge_px: int = 2) -> BeltView:
+    """Find the items in a frame; `edge_px` (frame pixels) is how close to the side edges makes one partial.
+
+    Items are found on the half-resolution copy; each one's lit cores are then found at full resolution
+    inside its box, because the dark seam between two touching items is only a pixel or two wide and
+    averaging would bridge it."""
+    small = half_resolution(frame_bgr)
+    mask = item_masks(small)[0]
+    # Grana's block-based labelling: the same components as OpenCV's default, three times faster here
+    n, labels, stats, _centroids = cv2.connectedComponentsWithStatsWithAlgorithm(
+        mask, 8, cv2.CV_32S, cv2.CCL_GRANA
+    )
+    w = frame_bgr.shape[1]
+    complete: list[Blob] = []
+    partial: list[Blob] = []
+    for i in range(1, n):
+        x, y, bw, bh, area = (int(v) for v in stats[i])
+        if area * _S2 < MIN_AREA_PX:
+            continue
+        comp_small = (labels[y : y + bh, x : x + bw] == i).astype(np.uint8)
+        comp = cv2.resize(comp_small, (bw * SCALE, bh * SCALE), interpolation=cv2.INTER_NEAREST)
+        fx, fy = x * SCALE, y * SCALE
+        region = frame_bgr[fy : fy + bh * SCALE, fx : fx + bw * SCALE]
+        value = cv2.max(cv2.max(region[:, :, 0], region[:, :, 1]), region[:, :, 2])  # HSV's V
+        for blob in _split_touching(comp, _lit_core(comp, value), fx, fy):
+            at_edge = blob.x0 <= edge_px or blob.x1 >= w - edge_px
+            (partial if at_edge else complete).append(blob)
+    return BeltView(small, complete, partial)
+
+
+def find_items(frame_bgr: np.ndarray, edge_px: int = 2) -> tuple[list[Blob], list[Blob]]:
+    """Return (complete, partial) blobs: partial ones touch the left or right frame edge."""
+    view = locate(frame_bgr, edge_px)
+    return view.complete, view.partial
+
+
+def crop_item(frame_bgr: np.ndarray, blob: Blob) -> np.ndarray:
+    """The fixed-scale crop around a blob, from a full-resolution frame (`BeltView.crop` when you have one)."""
+    return _crop_small(half_resolution(frame_bgr), blob)
+
+
+def item_masks(image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(item pixels as a uint8 mask, HSV value channel), at the image's own resolution."""
+    hsv = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2HSV)
+    mask = cv2.morphologyEx((hsv[:, :, 1] > SAT_THRESHOLD).astype(np.uint8), cv2.MORPH_OPEN, _KERNEL)
     return mask, hsv[:, :, 2]
-
-
-def item_mask(frame_bgr: np.ndarray) -> np.ndarray:
-    return item_masks(frame_bgr)[0]
 
 
 def _lit_core(comp: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -59,30 +126,12 @@ def _lit_core(comp: np.ndarray, value: np.ndarray) -> np.ndarray:
     v = value[comp == 1]
     thr = CORE_FRACTION * float(np.partition(v, int(0.9 * (v.size - 1)))[int(0.9 * (v.size - 1))])
     core = ((value > thr) & (comp == 1)).astype(np.uint8)
-    return cv2.morphologyEx(core, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)) & comp  # fill wart dots
-
-
-def find_items(frame_bgr: np.ndarray, edge_px: int = 2) -> tuple[list[Blob], list[Blob]]:
-    """Return (complete, partial) blobs: partial ones touch the left or right frame edge."""
-    mask, value = item_masks(frame_bgr)
-    n, labels, stats, _centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    w = frame_bgr.shape[1]
-    complete: list[Blob] = []
-    partial: list[Blob] = []
-    for i in range(1, n):
-        x, y, bw, bh, area = (int(v) for v in stats[i])
-        if area < MIN_AREA_PX:
-            continue
-        comp = (labels[y : y + bh, x : x + bw] == i).astype(np.uint8)
-        core = _lit_core(comp, value[y : y + bh, x : x + bw])
-        for blob in _split_touching(comp, core, x, y):
-            at_edge = blob.x0 <= edge_px or blob.x1 >= w - edge_px
-            (partial if at_edge else complete).append(blob)
-    return complete, partial
+    return cv2.morphologyEx(core, cv2.MORPH_CLOSE, _KERNEL) & comp  # fill wart dots
 
 
 def _split_touching(comp: np.ndarray, core: np.ndarray, ox: int, oy: int) -> list[Blob]:
-    """One component -> one blob per lit core; a part still too thick for one item is flagged ambiguous."""
+    """One component (frame pixels, at ox, oy) -> one blob per lit core; a part still too thick for one item
+    is flagged ambiguous."""
     k, core_labels, core_stats, _c = cv2.connectedComponentsWithStats(core, connectivity=4)
     keep = [j for j in range(1, k) if core_stats[j, cv2.CC_STAT_AREA] >= CORE_MIN_PX]
     if len(keep) >= 2:
@@ -99,28 +148,30 @@ def _split_touching(comp: np.ndarray, core: np.ndarray, ox: int, oy: int) -> lis
         parts = [comp]
     blobs = []
     for part in parts:
-        ys, xs = np.nonzero(part)
-        x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+        if part is comp:  # the whole component: its box is the array's
+            x0, y0, (y1, x1) = 0, 0, part.shape
+        else:
+            x0, y0, bw, bh = cv2.boundingRect(part)
+            x1, y1 = x0 + bw, y0 + bh
+        m = cv2.moments(part, binaryImage=True)
         ambiguous = False
         if min(x1 - x0, y1 - y0) > 2 * MAX_ITEM_RADIUS_PX:  # else no circle that wide fits: skip the transform
             pd = cv2.distanceTransform(cv2.copyMakeBorder(part, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
                                        cv2.DIST_L2, 5)
             ambiguous = float(pd.max()) > MAX_ITEM_RADIUS_PX
-        blobs.append(Blob(float(xs.mean()) + ox, float(ys.mean()) + oy, x0 + ox, y0 + oy, x1 + ox, y1 + oy,
-                          int(xs.size), ambiguous=ambiguous))
+        blobs.append(Blob(m["m10"] / m["m00"] + ox, m["m01"] / m["m00"] + oy, x0 + ox, y0 + oy, x1 + ox,
+                          y1 + oy, int(m["m00"]), ambiguous=ambiguous))
     return blobs
 
 
-def crop_item(frame_bgr: np.ndarray, blob: Blob) -> np.ndarray:
-    """The fixed-scale crop around a blob, long axis horizontal, at CROP_HW, BGR uint8."""
-    cw, ch = CROP_WINDOW_MM  # window width along x, height along y
-    x0 = round(blob.cx - cw / 2)
-    y0 = round(blob.cy - ch / 2)
-    h, w = frame_bgr.shape[:2]
+def _crop_small(small: np.ndarray, blob: Blob) -> np.ndarray:
+    cw, ch = CROP_WINDOW_MM[0] // SCALE, CROP_WINDOW_MM[1] // SCALE  # window width along x, height along y
+    x0 = round((blob.cx - (SCALE - 1) / 2) / SCALE - cw / 2)
+    y0 = round((blob.cy - (SCALE - 1) / 2) / SCALE - ch / 2)
+    h, w = small.shape[:2]
     # pad with the border colour when the window runs off the frame (items near the belt's edge)
     px0, py0, px1, py1 = max(0, -x0), max(0, -y0), max(0, x0 + cw - w), max(0, y0 + ch - h)
-    src = frame_bgr[max(0, y0) : min(h, y0 + ch), max(0, x0) : min(w, x0 + cw)]
+    src = small[max(0, y0) : min(h, y0 + ch), max(0, x0) : min(w, x0 + cw)]
     if px0 or py0 or px1 or py1:
         src = cv2.copyMakeBorder(src, py0, py1, px0, px1, cv2.BORDER_REPLICATE)
-    rotated = cv2.rotate(src, cv2.ROTATE_90_CLOCKWISE)  # (cw x ch) -> long axis horizontal
-    return cv2.resize(rotated, (CROP_HW[1], CROP_HW[0]), interpolation=cv2.INTER_AREA)
+    return cv2.rotate(src, cv2.ROTATE_90_CLOCKWISE)  # (cw x ch) -> long axis horizontal, CROP_HW

@@ -26,7 +26,7 @@ from device.frames import Frame
 from device.postprocess import softmax
 from device.preprocess import Preprocessor
 from device.sorting.decision import AMBIGUOUS, UNCERTAIN, Decision, decide
-from device.sorting.locate import Blob, crop_item, find_items
+from device.sorting.locate import Blob, locate
 from device.sorting.scheduling import EjectionScheduler
 from device.sorting.tracking import Detection, Track, Tracker
 
@@ -50,11 +50,11 @@ class SortingTask:
         self.probabilities = out.meaning == "probabilities"
 
     def prepare(self, frame: Frame) -> tuple[np.ndarray | None, Any]:
-        complete, partial = find_items(frame.image)
-        graded, ungraded = complete[: self.max_batch], partial + complete[self.max_batch :]
+        view = locate(frame.image)
+        graded, ungraded = view.complete[: self.max_batch], view.partial + view.complete[self.max_batch :]
         if not graded:
             return None, (graded, ungraded)
-        return self.pre([crop_item(frame.image, b) for b in graded]), (graded, ungraded)
+        return self.pre([view.crop(b) for b in graded]), (graded, ungraded)
 
     def finish(self, frame: Frame, outputs: dict[str, np.ndarray] | None, ctx: Any) -> list[tuple[Blob, Any]]:
         graded, ungraded = ctx

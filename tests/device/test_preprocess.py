@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device.bundle import InputSpec
-from device.preprocess import LETTERBOX_FILL, Preprocessor
+from device.preprocess import LETTERBOX_FILL, Preprocessor, resize_stretch
 
 
 def spec(**kw) -> InputSpec:
@@ -28,16 +28,38 @@ def test_stretch_rgb_normalisation_matches_the_textbook_formula():
     s = spec()
     img = frame()
     out = Preprocessor(s)([img])
-    ref = cv2.resize(img, (32, 24), interpolation=cv2.INTER_AREA)[:, :, ::-1].astype(np.float64) / 255
+    ref = resize_stretch(img, (32, 24))[:, :, ::-1].astype(np.float64) / 255
     ref = ((ref - np.array(s.mean)) / np.array(s.std)).transpose(2, 0, 1)
     assert out.shape == (1, 3, 24, 32) and out.dtype == np.float32
     np.testing.assert_allclose(out[0], ref, atol=1e-5)
 
 
+def test_stretch_halves_exactly_first_and_stays_within_a_grey_level_of_one_area_resize():
+    # a twin frame: real edges and texture, the case the shortcut exists for (480x320 -> 144x48)
+    from device.grades import sample_shape
+    from device.sim.render import BeltBackground, Placement, draw_cucumber
+
+    rng = np.random.default_rng(5)
+    img = BeltBackground(480, 320, 0, 4.0).frame(1.0)
+    for x in (-120.0, 0.0, 130.0):
+        draw_cucumber(img, sample_shape("M", rng), Placement(x, 160, 0.0, 1, 3), 0, 1.0)
+    fast = resize_stretch(img, (144, 48)).astype(int)
+    one_step = cv2.resize(img, (144, 48), interpolation=cv2.INTER_AREA).astype(int)
+    diff = np.abs(fast - one_step)
+    assert fast.shape == (48, 144, 3)
+    assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 5
+    # sizes that cannot be halved exactly, and enlargements, take the one-step path unchanged
+    odd = frame(61, 81)
+    one_step = cv2.resize(odd, (32, 24), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(resize_stretch(odd, (32, 24)), one_step)
+    small = frame(20, 30)
+    np.testing.assert_array_equal(resize_stretch(small, (60, 40)), cv2.resize(small, (60, 40)))
+
+
 def test_bgr_keeps_channel_order_and_gray_makes_one_channel():
     img = frame()
     bgr = Preprocessor(spec(color_order="BGR", mean=(0, 0, 0), std=(1, 1, 1)))([img])[0]
-    small = cv2.resize(img, (32, 24), interpolation=cv2.INTER_AREA)
+    small = resize_stretch(img, (32, 24))
     np.testing.assert_allclose(bgr[0], small[:, :, 0] / 255, atol=1e-6)
     gray = Preprocessor(spec(shape=(1, 1, 24, 32), color_order="GRAY", mean=(0.5,), std=(0.5,)))([img])[0]
     ref = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) / 255
