@@ -123,8 +123,10 @@ class Pipeline:
         queue_size: int = 2,
         stall_timeout_s: float = 2.0,
         reopen: bool = True,
+        opencv_threads: int = 1,
     ) -> None:
         self.backend = backend
+        self.opencv_threads = opencv_threads
         self.task = task
         self.consumer = consumer
         self.capture = CaptureThread(source, stall_timeout_s=stall_timeout_s, reopen=reopen)
@@ -137,6 +139,13 @@ class Pipeline:
 
     # lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
+        if self.opencv_threads > 0:
+            import cv2
+
+            # The stages are the parallelism. OpenCV's own worker pool, used by the prepare stage's resize and
+            # colour conversion, would take the core the backend runs on: with it, the whole-frame demo ran at
+            # 0.80 of the bare backend, without it 0.87 (docs/benchmarks/device.md). 0 leaves OpenCV's default.
+            cv2.setNumThreads(self.opencv_threads)
         self.capture.start()
         self._started = time.monotonic()
         q_inf, q_fin, q_con = self._queues

@@ -123,9 +123,12 @@ def item_masks(image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _lit_core(comp: np.ndarray, value: np.ndarray) -> np.ndarray:
     """The bright tops inside one component; the threshold follows the item's own brightness (lighting)."""
-    v = value[comp == 1]
-    thr = CORE_FRACTION * float(np.partition(v, int(0.9 * (v.size - 1)))[int(0.9 * (v.size - 1))])
-    core = ((value > thr) & (comp == 1)).astype(np.uint8)
+    # the 90th percentile of the item's brightness, from a histogram (cheaper than sorting its pixels)
+    cum = np.cumsum(cv2.calcHist([value], [0], comp, [256], [0, 256]).ravel())
+    p90 = int(np.searchsorted(cum, int(0.9 * (cum[-1] - 1)) + 1))
+    # uint8 pixels: value > thr  <=>  value > floor(thr), which is what OpenCV's threshold compares
+    _t, core = cv2.threshold(value, CORE_FRACTION * p90, 1, cv2.THRESH_BINARY)
+    core &= comp
     return cv2.morphologyEx(core, cv2.MORPH_CLOSE, _KERNEL) & comp  # fill wart dots
 
 
