@@ -80,7 +80,7 @@ def locate(frame_bgr: np.ndarray, edge_px: int = 2) -> BeltView:
     inside its box, because the dark seam between two touching items is only a pixel or two wide and
     averaging would bridge it."""
     small = half_resolution(frame_bgr)
-    mask = item_masks(small)[0]
+    mask = item_mask(small)
     # Grana's block-based labelling: the same components as OpenCV's default, three times faster here
     n, labels, stats, _centroids = cv2.connectedComponentsWithStatsWithAlgorithm(
         mask, 8, cv2.CV_32S, cv2.CCL_GRANA
@@ -109,16 +109,10 @@ def find_items(frame_bgr: np.ndarray, edge_px: int = 2) -> tuple[list[Blob], lis
     return view.complete, view.partial
 
 
-def crop_item(frame_bgr: np.ndarray, blob: Blob) -> np.ndarray:
-    """The fixed-scale crop around a blob, from a full-resolution frame (`BeltView.crop` when you have one)."""
-    return _crop_small(half_resolution(frame_bgr), blob)
-
-
-def item_masks(image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(item pixels as a uint8 mask, HSV value channel), at the image's own resolution."""
+def item_mask(image_bgr: np.ndarray) -> np.ndarray:
+    """Item pixels (saturated, specks opened away) as a uint8 mask, at the image's own resolution."""
     hsv = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2HSV)
-    mask = cv2.morphologyEx((hsv[:, :, 1] > SAT_THRESHOLD).astype(np.uint8), cv2.MORPH_OPEN, _KERNEL)
-    return mask, hsv[:, :, 2]
+    return cv2.morphologyEx((hsv[:, :, 1] > SAT_THRESHOLD).astype(np.uint8), cv2.MORPH_OPEN, _KERNEL)
 
 
 def _lit_core(comp: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -151,11 +145,8 @@ def _split_touching(comp: np.ndarray, core: np.ndarray, ox: int, oy: int) -> lis
         parts = [comp]
     blobs = []
     for part in parts:
-        if part is comp:  # the whole component: its box is the array's
-            x0, y0, (y1, x1) = 0, 0, part.shape
-        else:
-            x0, y0, bw, bh = cv2.boundingRect(part)
-            x1, y1 = x0 + bw, y0 + bh
+        x0, y0, bw, bh = cv2.boundingRect(part)
+        x1, y1 = x0 + bw, y0 + bh
         m = cv2.moments(part, binaryImage=True)
         ambiguous = False
         if min(x1 - x0, y1 - y0) > 2 * MAX_ITEM_RADIUS_PX:  # else no circle that wide fits: skip the transform

@@ -5,7 +5,7 @@ import pytest
 
 from device.grades import GRADES, sample_shape
 from device.sim.render import BeltBackground, Placement, draw_cucumber, footprint_x
-from device.sorting.locate import CROP_HW, crop_item, find_items
+from device.sorting.locate import CROP_HW, find_items, locate
 
 
 def belt_of(rng, gaps, gain=1.0):
@@ -40,11 +40,11 @@ def test_touching_items_are_found_one_blob_each(gain):
 def test_crop_is_fixed_scale_and_padded_at_the_frame_edge():
     rng = np.random.default_rng(3)
     img, _ = belt_of(rng, [60.0])
-    complete, _ = find_items(img)
-    crop = crop_item(img, complete[0])
+    view = locate(img)
+    crop = view.crop(view.complete[0])
     assert crop.shape == (*CROP_HW, 3)
-    edge = replace(complete[0], cx=2.0, cy=2.0)
-    assert crop_item(img, edge).shape == (*CROP_HW, 3)
+    edge = replace(view.complete[0], cx=2.0, cy=2.0)
+    assert view.crop(edge).shape == (*CROP_HW, 3)
 
 
 def test_belts_with_random_gaps_count_every_item():
