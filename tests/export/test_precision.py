@@ -22,6 +22,14 @@ def _sets(mnist: dict[str, np.ndarray]) -> tuple[ImageSet, ImageSet, ImageSet]:
     return parity, heldout, calib
 
 
+def _build(out: Path, tiny_trained, mnist, options: ExportOptions, calib: ImageSet | str | None = "train"):
+    """build_bundle on the trained CNN with the MNIST parity and held-out sets; calib "train": MNIST train[128]."""
+    model, meta = tiny_trained
+    parity, heldout, train = _sets(mnist)
+    calib_set = train if calib == "train" else calib
+    return build_bundle(model, meta, out, options, parity_set=parity, calib_set=calib_set, heldout_set=heldout)
+
+
 def _ops(path: Path) -> set[str]:
     import onnx
 
@@ -29,17 +37,7 @@ def _ops(path: Path) -> set[str]:
 
 
 def test_int8_bundle_passes_the_gate_when_calibrated_on_the_right_images(tmp_path: Path, tiny_trained, mnist):
-    model, meta = tiny_trained
-    parity, heldout, calib = _sets(mnist)
-    res = build_bundle(
-        model,
-        meta,
-        tmp_path / "int8",
-        ExportOptions(precision="int8"),
-        parity_set=parity,
-        calib_set=calib,
-        heldout_set=heldout,
-    )
+    res = _build(tmp_path / "int8", tiny_trained, mnist, ExportOptions(precision="int8"))
     m = verify_bundle(tmp_path / "int8").manifest
     assert m.precision == "int8" and m.input.dtype == "float32"
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(tmp_path / "int8" / MODEL_NAME)
@@ -52,55 +50,27 @@ def test_int8_bundle_passes_the_gate_when_calibrated_on_the_right_images(tmp_pat
 
 def test_int8_gate_refuses_a_model_calibrated_on_wrong_images(tmp_path: Path, tiny_trained, mnist):
     """Calibrating on blank frames (e.g. a camera with its cap on) gives ranges that clip every real digit."""
-    model, meta = tiny_trained
-    parity, heldout, _ = _sets(mnist)
     blank = np.zeros((128, 28, 28), np.uint8)
     wrong = ImageSet(normalize(blank), np.zeros(128, np.int64), "blank frames")
     out = tmp_path / "int8-wrong"
     with pytest.raises(AccuracyGateError, match=r"loses .* points of top-1 against FP32") as err:
-        build_bundle(
-            model,
-            meta,
-            out,
-            ExportOptions(precision="int8"),
-            parity_set=parity,
-            calib_set=wrong,
-            heldout_set=heldout,
-        )
+        _build(out, tiny_trained, mnist, ExportOptions(precision="int8"), calib=wrong)
     assert err.value.exit_code == 4 and "no bundle written" in str(err.value)
     assert not out.exists() and not list(tmp_path.glob(".int8-wrong.partial-*"))
 
 
 def test_gate_tolerance_is_the_users(tmp_path: Path, tiny_trained, mnist):
     """The same wrong calibration passes when the user allows a 100-point drop: the gate measures."""
-    model, meta = tiny_trained
-    parity, heldout, _ = _sets(mnist)
     wrong = ImageSet(normalize(np.zeros((16, 28, 28), np.uint8)), np.zeros(16, np.int64), "blank frames")
-    res = build_bundle(
-        model,
-        meta,
-        tmp_path / "b",
-        ExportOptions(precision="int8", gate_tolerance_points=100),
-        parity_set=parity,
-        calib_set=wrong,
-        heldout_set=heldout,
-    )
+    res = _build(tmp_path / "b", tiny_trained, mnist, ExportOptions(precision="int8", gate_tolerance_points=100),
+                 calib=wrong)
     assert res.gate is not None and res.gate.passed and res.gate.drop_points > 1.0
 
 
 def test_fp16_bundle(tmp_path: Path, tiny_trained, mnist):
     import onnx
 
-    model, meta = tiny_trained
-    parity, heldout, _ = _sets(mnist)
-    build_bundle(
-        model,
-        meta,
-        tmp_path / "fp16",
-        ExportOptions(precision="fp16"),
-        parity_set=parity,
-        heldout_set=heldout,
-    )
+    _build(tmp_path / "fp16", tiny_trained, mnist, ExportOptions(precision="fp16"), calib=None)
     m = verify_bundle(tmp_path / "fp16").manifest
     assert m.precision == "fp16" and m.card["precision"] == "fp16"
     proto = onnx.load(str(tmp_path / "fp16" / MODEL_NAME))
@@ -152,17 +122,7 @@ def _zero_points(path: Path) -> list[np.ndarray]:
 @pytest.mark.parametrize(("scheme", "dtype"), [("onnxruntime", np.uint8), ("tensorrt", np.int8)])
 def test_int8_schemes(tmp_path: Path, tiny_trained, mnist, scheme: str, dtype: type) -> None:
     """onnxruntime: uint8 activations (fast on CPUs); tensorrt: int8 with zero points of 0 (explicit quantization)."""
-    model, meta = tiny_trained
-    parity, heldout, calib = _sets(mnist)
-    build_bundle(
-        model,
-        meta,
-        tmp_path / scheme,
-        ExportOptions(precision="int8", int8_scheme=scheme),
-        parity_set=parity,
-        calib_set=calib,
-        heldout_set=heldout,
-    )
+    _build(tmp_path / scheme, tiny_trained, mnist, ExportOptions(precision="int8", int8_scheme=scheme))
     m = verify_bundle(tmp_path / scheme).manifest
     assert m.card["quantization"]["scheme"] == scheme and m.parity["accuracy_gate"]["passed"]
     zps = _zero_points(tmp_path / scheme / MODEL_NAME)
@@ -175,17 +135,8 @@ def test_int8_logits_stay_float(tmp_path: Path, tiny_trained, mnist) -> None:
     """The head writing the logits is not quantized: INT8 logits on a 256-value grid would tie at the top."""
     import onnx
 
-    model, meta = tiny_trained
-    parity, heldout, calib = _sets(mnist)
-    build_bundle(
-        model,
-        meta,
-        tmp_path / "b",
-        ExportOptions(precision="int8"),
-        parity_set=parity,
-        calib_set=calib,
-        heldout_set=heldout,
-    )
+    _build(tmp_path / "b", tiny_trained, mnist, ExportOptions(precision="int8"))
+    heldout = _sets(mnist)[1]
     proto = onnx.load(str(tmp_path / "b" / MODEL_NAME))
     out = proto.graph.output[0].name
     producer = next(n for n in proto.graph.node if out in n.output)
