@@ -38,6 +38,9 @@ RESET_EXTERNAL = 0x02
 DEDUPE_DEPTH = 16
 MAX_PULSE_MS = 2000
 LOG_DEPTH = 10_000
+# Kinds of timed event, in the order they are taken when due at the same instant: a pulse ends before a fire
+# re-energises its gate, and both before the fail-safe.
+_PULSE_END, _FIRE, _FAILSAFE = 0, 1, 2
 
 
 @dataclass
@@ -213,32 +216,46 @@ class McuSimulator:
                     for frame in self._decoder.feed(data):
                         self._handle(frame, now)
 
+    def _next_event(self) -> tuple[float, int, object]:
+        """The earliest of: a queued fire, a pulse's end, the fail-safe: (time, order, what)."""
+        best: tuple[float, int, object] = (math.inf, 0, None)
+        for gate, until in self._gate_until.items():
+            best = min(best, (until, _PULSE_END, gate), key=lambda ev: ev[:2])
+        for e in self._queue:
+            best = min(best, (self._time_of_phys(e.target + self._boot_phys), _FIRE, e), key=lambda ev: ev[:2])
+        if self.state == McuState.LINKED:
+            best = min(best, (self._last_rx + self.failsafe_s, _FAILSAFE, None), key=lambda ev: ev[:2])
+        return best
+
     def _next_deadline(self) -> float:
         d = self._next_stream if self._stream_ms else math.inf
-        if self._queue:
-            d = min(d, min(self._time_of_phys(e.target + self._boot_phys) for e in self._queue))
-        if self._gate_until:
-            d = min(d, min(self._gate_until.values()))
-        if self.state == McuState.LINKED:
-            d = min(d, self._last_rx + self.failsafe_s)
-        return d
+        return min(d, self._next_event()[0])
 
     def _process(self, now: float) -> None:
-        """Everything due up to `now`, in time order: fires, pulse ends, fail-safe, encoder stream."""
-        due = [(self._time_of_phys(e.target + self._boot_phys), e) for e in self._queue]
-        for t, entry in sorted((d for d in due if d[0] <= now), key=lambda d: d[0]):
-            self._fire(entry, t)
-        for gate, until in list(self._gate_until.items()):
-            if until <= now:
-                del self._gate_until[gate]
-                self._gate_cb(gate, False, until)
-        if self.state == McuState.LINKED and now - self._last_rx >= self.failsafe_s:
-            flushed = len(self._queue)
-            self._queue.clear()
-            self._all_gates_off(now)
-            self.state = McuState.FAILSAFE
-            self.mcu_counters["failsafes"] += 1
-            self._send(MsgType.FAILSAFE, reason=p.FailsafeReason.HOST_SILENT, flushed=flushed)
+        """Everything due up to `now`, one event at a time in time order, as the firmware meets them.
+
+        When this thread was held up (a loaded or frozen host), several events are due at once. Taking them in
+        their own order matters: a pulse that ended before the next fire on the same gate must end first, or
+        the twin sees one pulse from the first fire to the last and every item passing in between goes into
+        that bin; and fires due after the fail-safe time are flushed with the queue, not fired."""
+        while True:
+            t, kind, what = self._next_event()
+            if t > now:
+                break
+            if kind == _PULSE_END:
+                assert isinstance(what, int)
+                del self._gate_until[what]
+                self._gate_cb(what, False, t)
+            elif kind == _FIRE:
+                assert isinstance(what, _Entry)
+                self._fire(what, t)
+            else:
+                flushed = len(self._queue)
+                self._queue.clear()
+                self._all_gates_off(t)
+                self.state = McuState.FAILSAFE
+                self.mcu_counters["failsafes"] += 1
+                self._send(MsgType.FAILSAFE, reason=p.FailsafeReason.HOST_SILENT, flushed=flushed)
         if self._stream_ms and now >= self._next_stream:
             self._send(MsgType.ENCODER, mcu_us=self._mcu_us(now), count=self._mcu_count_at(now) & 0xFFFFFFFF)
             self._next_stream = max(self._next_stream + self._stream_ms / 1000, now)
