@@ -99,7 +99,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
         report = run_twin_session(cfg, args.seconds, firmware=args.firmware, on_tick=show)
     report["mqtt"] = args.mqtt
-    keys = ("items_total", "items_correct", "sort_accuracy", "classification_accuracy", "missed_ejections",
+    keys = ("items_total", "items_correct", "sort_accuracy", "classification_accuracy", "decision_accuracy",
+            "missed_ejections",
             "wrong_bin", "misgraded_bin", "default_bin", "decision_latency_ms", "fps")
     summary = {k: report[k] for k in keys}
     console.print_json(json.dumps(summary))

@@ -53,7 +53,9 @@ class TwinParams:
     pusher_mm: float = 40.0  # width of a gate's pusher along the belt
     speed_profile: str = ""  # "t1:v1,t2:v2": belt speed (m/s) from t seconds after start; 0 stops the belt
     stuck_gates: tuple[int, ...] = ()  # fault injection: these gates never move
-    faults: str = ""  # fault injection on the host and MCU: "stall@T:SECONDS,reset@T" (T = s after start)
+    # fault injection on the host and MCU (T = s after start): "stall@T:S" (the sorting thread and serial writes
+    # stop), "freeze@T:S" (the whole host process stops: every thread, the in-process Python MCU too), "reset@T"
+    faults: str = ""
     grades: tuple[str, ...] = GRADES
 
     @classmethod
@@ -83,13 +85,16 @@ class TwinParams:
         return p
 
     def fault_schedule(self) -> list[tuple[float, str, float]]:
-        """[(at_s, kind, seconds)] from `faults`; kinds: 'stall' (the host freezes) and 'reset' (the MCU reboots)."""
+        """[(at_s, kind, seconds)] from `faults`; kinds: 'stall' (the sorting thread and serial writes stop),
+        'freeze' (the whole process stops) and 'reset' (the MCU reboots)."""
         out = []
         for part in filter(None, self.faults.split(",")):
             kind, _, rest = part.partition("@")
             at, _, dur = rest.partition(":")
-            if kind not in ("stall", "reset"):
-                raise ValueError(f"sim:// faults: unknown fault '{kind}' (known: stall@T:SECONDS, reset@T)")
+            if kind not in ("stall", "freeze", "reset"):
+                raise ValueError(
+                    f"sim:// faults: unknown fault '{kind}' (known: stall@T:SECONDS, freeze@T:SECONDS, reset@T)"
+                )
             out.append((float(at), kind, float(dur or 0.0)))
         return sorted(out)
 
@@ -113,6 +118,7 @@ class Item:
     back_mm: float = 20.0  # footprint behind and ahead of the centre, along the belt
     front_mm: float = 20.0
     bin: str | None = None
+    finished_count: int | None = None  # the count at which it reached a bin
     predicted: str | None = None
     gates_fired: list[int] = field(default_factory=list)
 
@@ -187,7 +193,7 @@ class Twin:
             self._push_slipping(count)
             for it in [i for i in self.items if i.x_at(count, self.p.ticks_per_mm) > self.end_mm]:
                 it.bin = DEFAULT_BIN
-                self._finish(it)
+                self._finish(it, count)
 
     def _spawn(self, count: int) -> None:
         r = self._rng
@@ -232,7 +238,8 @@ class Twin:
                 ahead.placement = replace(ahead.placement, x_mm=need)
                 ahead.spawn_count = count
 
-    def _finish(self, item: Item) -> None:
+    def _finish(self, item: Item, count: int) -> None:
+        item.finished_count = count
         self.items.remove(item)
         self.finished.append(item)
 
@@ -256,7 +263,7 @@ class Twin:
                 if min(a, b) <= g + half and max(a, b) >= g - half:
                     it.gates_fired.append(gate)
                     it.bin = str(gate)
-                    self._finish(it)
+                    self._finish(it, count)
 
     # -- camera -----------------------------------------------------------------------------------------
     def exposure(self) -> tuple[float, int]:
@@ -293,10 +300,14 @@ class Twin:
         return self.background.add_noise(img, self.frames_rendered), count, truth
 
     def item_near(self, x_mm: float, count: int, tolerance_mm: float = 30.0) -> Item | None:
-        """The item on the belt whose centre is nearest `x_mm` at `count` (the twin's truth, for reports)."""
+        """The item whose centre was nearest `x_mm` at `count`, among those on the belt then: the ones still on it
+        and the ones that reached a bin since (the twin's truth, for reports)."""
+        tpm = self.p.ticks_per_mm
         with self._lock:
-            best = min(self.items, key=lambda it: abs(it.x_at(count, self.p.ticks_per_mm) - x_mm), default=None)
-        if best is None or abs(best.x_at(count, self.p.ticks_per_mm) - x_mm) > tolerance_mm:
+            there = [it for it in (*self.items, *self.finished)
+                     if it.finished_count is None or it.finished_count >= count]
+        best = min(there, key=lambda it: abs(it.x_at(count, tpm) - x_mm), default=None)
+        if best is None or abs(best.x_at(count, tpm) - x_mm) > tolerance_mm:
             return None
         return best
 

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 FAULT_RUNS = {
     "stuck_gate": "stuck_gates=2",
     "host_stall": "faults=stall@6:0.8",
+    "host_freeze": "faults=freeze@6:2.0",
     "mcu_reset": "faults=reset@8",
 }
 
@@ -29,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speeds", default="0.5,1.5", help="belt speeds, m/s")
     p.add_argument("--rates", default="2,8", help="items per second")
     p.add_argument("--mcu", default="python,firmware", help="python and/or firmware (simavr)")
-    p.add_argument("--faults", default="stuck_gate,host_stall,mcu_reset",
+    p.add_argument("--faults", default="stuck_gate,host_stall,host_freeze,mcu_reset",
                    help=f"fault runs at the first speed and rate ({', '.join(FAULT_RUNS)}; '' for none)")
     p.add_argument("--bundle", type=Path, help="model bundle (default: the demo bundle)")
     p.add_argument("--seed", type=int, default=1)
@@ -63,6 +64,8 @@ def _row(report: dict[str, Any], **key: Any) -> dict[str, Any]:
         "items_per_s": report["items_per_s"],
         "sort_accuracy": report["sort_accuracy"],
         "classification_accuracy": report["classification_accuracy"],
+        "decision_accuracy": report["decision_accuracy"],
+        "items_decided_twice": report["items_decided_twice"],
         "accuracy_gap_points": round(100 * (report["classification_accuracy"] - report["sort_accuracy"]), 2),
         "wrong_bin": report["wrong_bin"],
         "misgraded_bin": report["misgraded_bin"],

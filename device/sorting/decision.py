@@ -21,6 +21,9 @@ class Decision:
     gate: int | None  # None = default bin
     frames: int  # how many crops (frames x views) were averaged
     probs: tuple[float, ...]
+    # the classifier's own answer (the top class of `probs`), kept when the floor made the decision "uncertain":
+    # the report's classification accuracy is the model's; the floor is the sorting policy. None: never graded.
+    top_grade: str | None = None
 
 
 def decide(track: Track, labels: tuple[str, ...], cfg: SortingConfig) -> Decision:
@@ -43,10 +46,11 @@ def decide(track: Track, labels: tuple[str, ...], cfg: SortingConfig) -> Decisio
                 i = labels.index(grade)
                 best = max(float(m[i]) for m in per_view.values())
                 if best >= cfg.confidence_floor:
-                    return Decision(track.id, grade, best, cfg.grade_to_gate.get(grade), track.prob_frames, probs)
+                    gate = cfg.grade_to_gate.get(grade)
+                    return Decision(track.id, grade, best, gate, track.prob_frames, probs, grade)
     top = int(np.argmax(mean))
     conf = float(mean[top])
     if conf < cfg.confidence_floor:
-        return Decision(track.id, UNCERTAIN, conf, None, track.prob_frames, probs)
+        return Decision(track.id, UNCERTAIN, conf, None, track.prob_frames, probs, labels[top])
     grade = labels[top]
-    return Decision(track.id, grade, conf, cfg.grade_to_gate.get(grade), track.prob_frames, probs)
+    return Decision(track.id, grade, conf, cfg.grade_to_gate.get(grade), track.prob_frames, probs, grade)

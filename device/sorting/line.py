@@ -9,7 +9,9 @@ Stop order is the reverse, and the MCU is left in its safe state (gates de-energ
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -166,6 +168,14 @@ class SortingLine:
                 assert self.sorter is not None
                 with self.sorter.host_lock, self.link._write_lock:
                     time.sleep(seconds)
+            elif kind == "freeze":
+                self._alarm("fault_injected", f"whole-process freeze for {seconds:.2f} s")
+                # What a loaded VM does to the host: every thread stops at once, the in-process Python MCU with
+                # it (the firmware in simavr is another process and keeps running, as a real MCU would). The
+                # belt does not stop: the encoder counts on time.monotonic(). SIGSTOP must come from outside.
+                pid = os.getpid()
+                helper = subprocess.Popen(["sh", "-c", f"kill -STOP {pid}; sleep {seconds}; kill -CONT {pid}"])
+                helper.wait()
             elif kind == "reset" and self.mcu_sim is not None:
                 self._alarm("fault_injected", "MCU reset")
                 self.mcu_sim.reset()

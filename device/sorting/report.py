@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -18,26 +18,37 @@ MATCH_MM = 30.0
 
 
 class TruthRecorder:
-    """Sorter listener that pairs each decision with the twin item it was about (for the report only)."""
+    """Sorter listener that pairs each decision with the twin item it was about (for the report only).
+
+    The pairing is by position: the decided item's centre at the frame's capture against where every twin item
+    was at that frame's encoder count, within MATCH_MM. Every item on the belt then counts, not only the ones in
+    the frame: after a host stall a track is decided on its predicted position, when its item has left the
+    camera's view. An item may collect more than one decision (its track split in two): all are kept, the first
+    is the item's decision, and the report counts such items.
+    """
 
     def __init__(self, twin: Twin) -> None:
         self.twin = twin
-        self.outcomes: dict[int, ItemOutcome] = {}  # twin item id -> outcome
+        self.decisions: dict[int, list[ItemOutcome]] = {}  # twin item id -> its decisions, in order
         self.unmatched = 0
         self._lock = threading.Lock()
 
-    def __call__(self, o: ItemOutcome, frame: Frame) -> None:
-        truth = cast(list[dict[str, Any]], frame.meta.get("truth", []))
-        best = min(truth, key=lambda t: abs(float(t["x_mm"]) - o.x_mm), default=None)
+    @property
+    def outcomes(self) -> dict[int, ItemOutcome]:
+        """The decision of each decided item (its first)."""
         with self._lock:
-            if best is None or abs(float(best["x_mm"]) - o.x_mm) > MATCH_MM:
+            return {k: v[0] for k, v in self.decisions.items()}
+
+    def __call__(self, o: ItemOutcome, frame: Frame) -> None:
+        count = frame.meta.get("count")
+        item = self.twin.item_near(o.x_mm, int(count), MATCH_MM) if isinstance(count, int) else None
+        with self._lock:
+            if item is None:
                 self.unmatched += 1
                 return
-            item_id = int(best["id"])
-            self.outcomes[item_id] = o
-        for it in [*self.twin.items, *self.twin.finished]:
-            if it.id == item_id:
-                it.predicted = o.decision.grade
+            self.decisions.setdefault(item.id, []).append(o)
+            if item.predicted is None:
+                item.predicted = o.decision.grade
 
 
 def expected_bin(grade: str, cfg: DeviceConfig) -> str:
@@ -63,26 +74,38 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
     # track, a mistimed or misdirected ejection); misgraded_bin is the model's (the decision named the gate of
     # another grade and the line carried it out faithfully). Undecided and uncertain items are decided "default".
     named = {it.id: decided_bin(it, cfg) for it in items}
-    wrong = [it for it in items if it.bin not in (DEFAULT_BIN, named[it.id])]
+    # an item that was decided twice (a split track) is a sorting error only if it reached neither named bin
+    allowed = {it.id: {DEFAULT_BIN, named[it.id]} | {expected_bin(o.decision.grade, cfg)
+                                                      for o in rec.decisions.get(it.id, [])} for it in items}
+    wrong = [it for it in items if it.bin not in allowed[it.id]]
     misgraded = [it for it in items
-                 if it.bin == named[it.id] and it.bin not in (DEFAULT_BIN, expected_bin(it.grade, cfg))]
+                 if it.bin in allowed[it.id] and it.bin not in (DEFAULT_BIN, expected_bin(it.grade, cfg))]
     default = [it for it in items if it.bin == DEFAULT_BIN]
-    decided = [it for it in items if it.id in rec.outcomes]
-    cls_ok = [it for it in decided if rec.outcomes[it.id].decision.grade == it.grade]
-    ejected = [o for o in rec.outcomes.values() if o.acked_ts is not None]
-    should_fire = [it for it in decided if rec.outcomes[it.id].outcome == "queued"]
+    outcomes = rec.outcomes
+    decided = [it for it in items if it.id in outcomes]
+    # classification: the model's top class (an "uncertain" decision included; an item never graded, such as
+    # touching ones the locator could not separate, was not classified); decision: the grade the line acted on
+    classified = [it for it in decided if outcomes[it.id].decision.top_grade is not None]
+    cls_ok = [it for it in classified if outcomes[it.id].decision.top_grade == it.grade]
+    decision_ok = [it for it in decided if outcomes[it.id].decision.grade == it.grade]
+    ejected = [o for o in outcomes.values() if o.acked_ts is not None]
+    should_fire = [it for it in decided if outcomes[it.id].outcome == "queued"]
     missed = [it for it in should_fire if not it.gates_fired]
     lat_eject = [o.latency_ms for o in ejected]
-    lat_all = [o.latency_ms for o in rec.outcomes.values()]
+    lat_all = [o.latency_ms for o in outcomes.values()]
     ej = sorter_snapshot.get("ejections", {})
     total = len(items)
     return {
         "items_total": total,
         "items_correct": len(correct),
         "sort_accuracy": round(len(correct) / total, 4) if total else 0.0,
-        "classification_accuracy": round(len(cls_ok) / len(decided), 4) if decided else 0.0,
+        "classification_accuracy": round(len(cls_ok) / len(classified), 4) if classified else 0.0,
+        "decision_accuracy": round(len(decision_ok) / len(decided), 4) if decided else 0.0,
+        "items_classified": len(classified),
         "items_decided": len(decided),
         "items_undecided": total - len(decided),
+        "items_decided_twice": sum(len(v) > 1 for v in rec.decisions.values()),
+        "decisions_unmatched": rec.unmatched,
         "missed_ejections": len(missed) + int(ej.get("late", 0)) + int(ej.get("full", 0)) + int(ej.get("failed", 0)),
         "wrong_bin": len(wrong),
         "misgraded_bin": len(misgraded),
@@ -102,7 +125,8 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
         "elapsed_s": round(elapsed_s, 1),
         "per_item": [
             {"id": it.id, "true": it.grade, "predicted": it.predicted, "gates_fired": it.gates_fired,
-             "bin": it.bin, "decided_bin": named[it.id], "expected_bin": expected_bin(it.grade, cfg)}
+             "bin": it.bin, "decided_bin": named[it.id], "expected_bin": expected_bin(it.grade, cfg),
+             "decisions": len(rec.decisions.get(it.id, []))}
             for it in items
         ],
     }

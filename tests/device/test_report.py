@@ -14,7 +14,9 @@ def _item(item_id: int, grade: str, predicted: str | None, bin_: str) -> SimpleN
 
 
 def _outcome(grade: str) -> SimpleNamespace:
-    return SimpleNamespace(decision=SimpleNamespace(grade=grade), outcome="queued", acked_ts=1.0, latency_ms=5.0)
+    top = None if grade == "uncertain" else grade
+    return SimpleNamespace(decision=SimpleNamespace(grade=grade, top_grade=top), outcome="queued", acked_ts=1.0,
+                           latency_ms=5.0)
 
 
 def test_a_faithful_ejection_of_a_misgraded_item_is_the_models_error_and_a_stray_one_is_the_sorters():
@@ -28,10 +30,60 @@ def test_a_faithful_ejection_of_a_misgraded_item_is_the_models_error_and_a_stray
         _item(4, "M", "uncertain", DEFAULT_BIN),  # doubt goes to the default bin: neither
         _item(5, "S", None, g_l),  # never decided, yet diverted: the sorting core's error
     ]
-    rec = SimpleNamespace(outcomes={it.id: _outcome(it.predicted) for it in items if it.predicted})
+    decisions = {it.id: [_outcome(it.predicted)] for it in items if it.predicted}
+    rec = SimpleNamespace(decisions=decisions, outcomes={k: v[0] for k, v in decisions.items()}, unmatched=0)
     twin = SimpleNamespace(finished=items)
     report = build_report(cfg, twin, rec, {}, {}, [], 1.0)  # type: ignore[arg-type]
     assert (report["wrong_bin"], report["misgraded_bin"], report["default_bin"]) == (2, 1, 1)
     assert report["items_correct"] == 1
     assert [r["decided_bin"] for r in report["per_item"]] == [g_m, g_l, g_m, DEFAULT_BIN, DEFAULT_BIN]
     assert decided_bin(items[3], cfg) == DEFAULT_BIN  # type: ignore[arg-type]
+
+
+def test_an_item_decided_twice_is_counted_and_is_wrong_only_outside_both_named_bins():
+    cfg = DeviceConfig()
+    gate = cfg.sorting.grade_to_gate
+    g_m, g_l, g_s = str(gate["M"]), str(gate["L"]), str(gate["S"])
+    items = [_item(1, "M", "uncertain", g_m), _item(2, "M", "M", g_s)]
+    # item 1: its track split; one half was uncertain, the other decided M and was ejected into M's bin
+    # item 2: both halves decided (M, then L), yet it reached S's bin
+    decisions = {1: [_outcome("uncertain"), _outcome("M")], 2: [_outcome("M"), _outcome("L")]}
+    rec = SimpleNamespace(decisions=decisions, outcomes={k: v[0] for k, v in decisions.items()}, unmatched=1)
+    report = build_report(cfg, SimpleNamespace(finished=items), rec, {}, {}, [], 1.0)  # type: ignore[arg-type]
+    assert report["items_decided_twice"] == 2 and report["decisions_unmatched"] == 1
+    assert report["wrong_bin"] == 1 and [r["decisions"] for r in report["per_item"]] == [2, 2]
+    assert g_l not in (g_m, g_s)
+
+
+def test_a_decision_is_paired_with_its_item_even_when_the_item_has_left_the_frame():
+    import numpy as np
+
+    from device.frames import Frame
+    from device.grades import sample_shape
+    from device.sim.render import Placement
+    from device.sim.twin import Item, Twin, TwinParams
+    from device.sorting.decision import Decision
+    from device.sorting.report import TruthRecorder
+    from device.sorting.sorter import ItemOutcome
+
+    twin = Twin(TwinParams(), {0: 600.0})
+    rng = np.random.default_rng(0)
+
+    def item(item_id: int, x_mm: float) -> Item:
+        return Item(item_id, "M", sample_shape("M", rng), Placement(x_mm, 160.0, 0.0, 1, 0, ()), spawn_count=0)
+
+    # at count 0: item 1 at 700 mm (far outside a 480 px frame), item 2 at 760 mm but already in a bin by then
+    gone = item(2, 760.0)
+    gone.finished_count, gone.bin = -10, "3"
+    twin.items.append(item(1, 700.0))
+    twin.finished.append(gone)
+    rec = TruthRecorder(twin)
+    frame = Frame(np.zeros((4, 4, 3), np.uint8), 0.0, 1, meta={"count": 0, "truth": []})  # nothing in view
+
+    def outcome(x_mm: float) -> ItemOutcome:
+        return ItemOutcome(9, Decision(9, "M", 0.9, 2, 3, ()), "queued", 0.0, 0.0, 0.0, x_mm, 1)
+
+    rec(outcome(710.0), frame)  # 10 mm from item 1
+    rec(outcome(758.0), frame)  # near only where item 2 was before it left the belt: no item
+    assert list(rec.outcomes) == [1] and rec.unmatched == 1
+    assert twin.items[0].predicted == "M"
