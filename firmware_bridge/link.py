@@ -26,12 +26,11 @@ from typing import Any
 import serial
 
 from firmware_bridge import protocol as p
+from firmware_bridge.clock import ClockMapping
 from firmware_bridge.protocol import McuState, MsgType, Result
 
 log = logging.getLogger(__name__)
 
-CLOCK_WINDOW_S = 2.0  # clock offset = the min-RTT heartbeat sample within this window (tracks drift)
-CLOCK_JUMP_S = 0.001  # beyond the round trips' uncertainty: 1 ms, 500x a crystal's drift over the window
 ENCODER_WINDOW = 400  # encoder samples kept (4 s at the default 10 ms stream period)
 READ_TIMEOUT_S = 0.02  # reader thread poll, so close() returns promptly
 # An Arduino resets when its port is opened (DTR) and its bootloader listens for ~1-2 s before the firmware
@@ -334,7 +333,7 @@ class BridgeLink:
         with self._sync_lock:
             self._us = _Unwrap()
             self._cnt = _Unwrap()
-            self._clock: deque[tuple[float, float, float]] = deque()  # (host_rx, rtt, offset)
+            self._clock = ClockMapping()  # host time <-> MCU time, from the heartbeat round trips
             self._offset: float | None = None
             self._enc_t: deque[float] = deque(maxlen=ENCODER_WINDOW)  # MCU seconds
             self._enc_c: deque[int] = deque(maxlen=ENCODER_WINDOW)
@@ -348,22 +347,9 @@ class BridgeLink:
         return t, c
 
     def _add_clock_sample(self, t_send: float, t_recv: float, mcu_s: float, req_len: int, rep_len: int) -> None:
-        """NTP-style: the MCU handled the request between our send and receive; split the round trip in
-        proportion to the frame lengths (UART wire time dominates; on a pty both parts are tiny)."""
-        rtt = t_recv - t_send
-        host_at_mcu = t_send + rtt * req_len / (req_len + rep_len)
-        off = host_at_mcu - mcu_s
-        if self._clock:
-            best = min(self._clock, key=lambda s: s[1])
-            if abs(off - best[2]) > rtt + best[1] + CLOCK_JUMP_S:
-                # each sample puts the offset within its round trip; two that cannot both hold mean the MCU
-                # clock jumped against ours (a reboot not yet seen, a paused simulator): start afresh
-                self._clock.clear()
-                self._counters["clock_jumps"] += 1
-        self._clock.append((t_recv, rtt, off))
-        while self._clock and self._clock[0][0] < t_recv - CLOCK_WINDOW_S:
-            self._clock.popleft()
-        self._offset = min(self._clock, key=lambda s: s[1])[2]
+        jumps = self._clock.jumps
+        self._offset = self._clock.add(t_send, t_recv, mcu_s, req_len, rep_len)
+        self._counters["clock_jumps"] += self._clock.jumps - jumps
 
     def mcu_to_host(self, mcu_s: float) -> float:
         if self._offset is None:

@@ -1,0 +1,64 @@
+"""The MCU's clock mapped to the host's, from the heartbeat round trips (NTP's clock filter, simplified).
+
+Each round trip brackets the moment the MCU read its clock between our send and our receive, so it gives the
+offset (host - MCU) to within its round-trip time. Of the recent samples the one believed is the one with the
+smallest error bound now: half its round trip plus what the two clocks may have drifted apart since it was
+taken. A fresh sample is not always the best: when the host is starved for seconds (a loaded VM) every round
+trip is long, and a sample taken 3 s ago with a 1 ms round trip still beats a new one with 150 ms, whose
+offset may be 75 ms off. (A plain "minimum round trip within the last 2 s" filter, used before, switched to
+such a sample and moved every frame's position by up to 37 mm at 0.5 m/s.)
+
+No library does this for a serial link (NTP and PTP clients discipline the system clock over a network).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+WINDOW_S = 10.0  # samples older than this are dropped
+# How fast the MCU's clock may drift from ours: a ceramic resonator's tolerance (0.5%; a crystal is 50 ppm).
+MAX_SKEW = 0.005
+JUMP_S = 0.001  # beyond the round trips' uncertainty: the MCU clock jumped (a reboot not yet seen, a paused sim)
+
+
+@dataclass(frozen=True, slots=True)
+class ClockSample:
+    host_rx: float
+    rtt: float
+    offset: float  # host time - MCU time
+
+    def error_bound(self, now: float) -> float:
+        return self.rtt / 2 + max(0.0, now - self.host_rx) * MAX_SKEW
+
+
+class ClockMapping:
+    """offset = host - MCU time, from NTP-style round-trip samples; `jumps` counts restarts."""
+
+    def __init__(self) -> None:
+        self.samples: deque[ClockSample] = deque()
+        self.offset: float | None = None
+        self.jumps = 0
+
+    def best(self, now: float) -> ClockSample | None:
+        return min(self.samples, key=lambda s: s.error_bound(now), default=None)
+
+    def add(self, t_send: float, t_recv: float, mcu_s: float, req_len: int, rep_len: int) -> float:
+        """One round trip: sent at t_send, answered at t_recv (host seconds), the MCU's clock read mcu_s in
+        between. The round trip is split in proportion to the frame lengths (UART wire time dominates; on a pty
+        both parts are tiny). Returns the offset now believed."""
+        rtt = t_recv - t_send
+        sample = ClockSample(t_recv, rtt, t_send + rtt * req_len / (req_len + rep_len) - mcu_s)
+        best = self.best(t_recv)
+        if best is not None and abs(sample.offset - best.offset) > rtt + best.error_bound(t_recv) * 2 + JUMP_S:
+            # each sample puts the offset within its round trip; two that cannot both hold mean the MCU clock
+            # jumped against ours: start afresh
+            self.samples.clear()
+            self.jumps += 1
+        self.samples.append(sample)
+        while self.samples[0].host_rx < t_recv - WINDOW_S:
+            self.samples.popleft()
+        chosen = self.best(t_recv)
+        assert chosen is not None
+        self.offset = chosen.offset
+        return self.offset

@@ -1,0 +1,38 @@
+"""The host <-> MCU clock mapping keeps a good old round trip over fresh bad ones, and restarts on a jump."""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware_bridge.clock import MAX_SKEW, ClockMapping
+
+TRUE_OFFSET = 100.0  # host - MCU seconds
+
+
+def round_trip(clock: ClockMapping, t_send: float, rtt: float, read_at: float, offset: float = TRUE_OFFSET) -> float:
+    """A heartbeat sent at t_send, answered after rtt; the MCU read its clock `read_at` of the way through."""
+    return clock.add(t_send, t_send + rtt, t_send + rtt * read_at - offset, 10, 10)
+
+
+def test_a_starved_host_does_not_move_the_offset_by_its_long_round_trips() -> None:
+    clock = ClockMapping()
+    assert round_trip(clock, 0.0, 0.001, 0.5) == pytest.approx(TRUE_OFFSET, abs=1e-6)
+    # three seconds of a starved host: every round trip 150 ms, the MCU answering at the end of each, so each
+    # sample alone would put the offset 74 ms early
+    t = 0.5
+    while t < 3.5:
+        off = round_trip(clock, t, 0.150, 0.99)
+        t += 0.1
+    assert clock.jumps == 0
+    assert abs(off - TRUE_OFFSET) <= 0.0005 + 3.5 * MAX_SKEW  # the good sample's bound, not 74 ms
+    # the host recovers: a fresh short round trip is believed at once
+    assert round_trip(clock, 3.6, 0.001, 0.5, TRUE_OFFSET + 0.002) == pytest.approx(TRUE_OFFSET + 0.002, abs=1e-6)
+
+
+def test_a_clock_jump_restarts_the_mapping() -> None:
+    clock = ClockMapping()
+    for i in range(5):
+        round_trip(clock, i * 0.1, 0.001, 0.5)
+    # the MCU's clock jumped back by a second (a reboot the host has not seen yet): no old sample can agree
+    assert round_trip(clock, 0.6, 0.002, 0.5, TRUE_OFFSET + 1.0) == pytest.approx(TRUE_OFFSET + 1.0, abs=1e-6)
+    assert clock.jumps == 1 and len(clock.samples) == 1
