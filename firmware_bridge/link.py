@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ READ_TIMEOUT_S = 0.02  # reader thread poll, so close() returns promptly
 # An Arduino resets when its port is opened (DTR) and its bootloader listens for ~1-2 s before the firmware
 # answers, so connect() keeps saying HELLO this long.
 CONNECT_TIMEOUT_S = 3.0
+MAX_IN_FLIGHT = 8  # QUEUE_EJECTs sent at once by queue_ejects (the most items one frame decides, in practice)
 
 
 class BridgeError(IOError):
@@ -173,6 +174,7 @@ class BridgeLink:
         self._failure: BridgeError | None = None
         self._last_mcu_seq: int | None = None
         self._sync_lock = threading.Lock()
+        self._pool: Any = None  # threads for queue_ejects, made on first use
         self._reset_sync()
 
     # ---- lifecycle -------------------------------------------------------------------------------------
@@ -224,6 +226,9 @@ class BridgeLink:
         self._shutdown_threads()
 
     def _shutdown_threads(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
         self._stop_heart.set()
         self._stop.set()
         if self._reader is not None:
@@ -274,6 +279,29 @@ class BridgeLink:
         if res == Result.FULL:
             return QueueResult.FULL
         raise BridgeRejected(f"the MCU refused ejection of item {item_id}: {res.name}")
+
+    def queue_ejects(
+        self, ejections: Sequence[tuple[int, int, int | float, int]], *, epoch: int | None = None
+    ) -> list[QueueResult | BridgeError]:
+        """Several QUEUE_EJECTs (item_id, gate, fire_at_count, pulse_ms) in flight at once, for the decisions
+        of one frame: the frames go out back to back and the replies are matched by sequence, so n ejections
+        cost about one round trip instead of n. Each gets its QueueResult, or the BridgeError it raised."""
+        if len(ejections) <= 1:
+            return [self._queue_eject_or_error(e, epoch) for e in ejections]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # one waiting thread per command in flight: _transact blocks on its reply event
+            self._pool = ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="bridge-eject")
+        return list(self._pool.map(lambda e: self._queue_eject_or_error(e, epoch), ejections))
+
+    def _queue_eject_or_error(
+        self, e: tuple[int, int, int | float, int], epoch: int | None
+    ) -> QueueResult | BridgeError:
+        try:
+            return self.queue_eject(*e, epoch=epoch)
+        except BridgeError as exc:
+            return exc
 
     def cancel(self, item_id: int) -> bool:
         """True if the item was queued and is now cancelled."""

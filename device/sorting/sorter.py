@@ -159,40 +159,52 @@ class Sorter:
         ]
         self.tracker.update(dets, belt_mm, frame.capture_ts, self.views)
         line = self.cfg.line.decision_line_mm
+        due = []
         for t in list(self.tracker.tracks.values()):
             if t.decided or not self.tracker.confirmed(t):
                 continue
             x_mm = t.predict(belt_mm) + belt_mm
             if x_mm >= line:
                 t.decided = True
-                self._decide(t, frame, x_mm)
+                due.append((t, x_mm))
+        if due:
+            self._decide(due, frame)
         self.scheduler.reconcile(self.link.encoder_count_at(time.monotonic()))
 
-    def _decide(self, track: Track, frame: Frame, x_mm: float) -> None:
-        d = decide(track, self.labels, self.cfg.sorting)
-        decided = time.monotonic()
-        acked = None
+    def _decide(self, due: list[tuple[Track, float]], frame: Frame) -> None:
+        """Decide every track of this frame that reached the decision line; their ejections are queued together
+        (several decisions in one frame cost one serial round trip, not one each)."""
         speed = self.ticks_per_s(frame.capture_ts)
-        if self.paused.is_set():
-            outcome = "paused"
-        elif d.gate is None:
-            outcome = d.grade if d.grade in (UNCERTAIN, AMBIGUOUS) else "default"
-        elif track.drift < -MAX_SLIP:
-            outcome = "slipping"  # where it will be at the gate is a guess: default bin
-        elif self._neighbour_in_sweep(track, d.gate, speed):
-            outcome = "too_close"  # the pusher would hit a neighbour too: both go to the default bin
-        else:
-            u_at_gate = self.gate_distance(d.gate) - self.belt_at_gate(track, d.gate)
-            outcome = self.scheduler.schedule(track.id, u_at_gate, d.gate, speed, epoch=self._epoch)
-            acked = time.monotonic()
-        o = ItemOutcome(track.id, d, outcome, frame.capture_ts, decided, acked, x_mm, len(track.views_seen))
-        self.counts[d.grade] += 1
-        self.latencies.append(o.latency_ms)
-        for listener in self.listeners:
-            try:
-                listener(o, frame)
-            except Exception:  # a broken listener (reporting) must never stop the sort
-                log.exception("item listener failed for item %s", track.id)
+        decided: list[tuple[Track, float, Decision, float, str | None]] = []
+        to_eject: list[tuple[int, float, int]] = []
+        for track, x_mm in due:
+            d = decide(track, self.labels, self.cfg.sorting)
+            outcome: str | None = None
+            if self.paused.is_set():
+                outcome = "paused"
+            elif d.gate is None:
+                outcome = d.grade if d.grade in (UNCERTAIN, AMBIGUOUS) else "default"
+            elif track.drift < -MAX_SLIP:
+                outcome = "slipping"  # where it will be at the gate is a guess: default bin
+            elif self._neighbour_in_sweep(track, d.gate, speed):
+                outcome = "too_close"  # the pusher would hit a neighbour too: both go to the default bin
+            else:
+                to_eject.append((track.id, self.gate_distance(d.gate) - self.belt_at_gate(track, d.gate), d.gate))
+            decided.append((track, x_mm, d, time.monotonic(), outcome))
+        answers = dict(zip([r[0] for r in to_eject],
+                           self.scheduler.schedule_many(to_eject, speed, epoch=self._epoch), strict=True))
+        acked = time.monotonic()
+        for track, x_mm, d, decided_ts, outcome in decided:
+            queued = outcome is None
+            o = ItemOutcome(track.id, d, answers[track.id] if queued else str(outcome), frame.capture_ts,
+                            decided_ts, acked if queued else None, x_mm, len(track.views_seen))
+            self.counts[d.grade] += 1
+            self.latencies.append(o.latency_ms)
+            for listener in self.listeners:
+                try:
+                    listener(o, frame)
+                except Exception:  # a broken listener (reporting) must never stop the sort
+                    log.exception("item listener failed for item %s", track.id)
 
     def clearance_mm(self, ticks_per_s: float, gate: int) -> float:
         """How close a neighbour's centre may come before the pusher's sweep reaches it (the twin's rule)."""

@@ -60,6 +60,19 @@ def test_queue_and_fire_at_target(sim: Any, link: BridgeLink, gates: Gates) -> N
     wait_for(lambda: not gates.energised())
 
 
+def test_one_frames_ejections_go_out_together(link: BridgeLink, gates: Gates) -> None:
+    fired: list[FiredEvent] = []
+    link.add_fired_listener(fired.append)
+    base = settle(link)
+    batch = [(40 + i, i, base + 400 + 30 * i, 3) for i in range(5)] + [(50, 0, base - 10, 3)]
+    results = link.queue_ejects(batch)
+    assert results == [QueueResult.QUEUED] * 5 + [QueueResult.LATE]
+    wait_for(lambda: len(fired) == 5)
+    assert sorted((e.item_id, e.actual_count) for e in fired) == [(b[0], b[2]) for b in batch[:5]]
+    wait_for(lambda: len(gates.rises()) == 5)
+    assert link.counters["naks"] == 0
+
+
 def test_late_and_full(link: BridgeLink) -> None:
     assert link.info is not None
     cap = link.info.queue_capacity
