@@ -75,6 +75,8 @@ def register(subparsers: Any) -> None:
         help="replay rate; 0 = 1.5 x the bare rate (a camera faster than the model)",
     )
     q.add_argument("--queue-size", type=int, default=2)
+    q.add_argument("--switch-interval", type=float, default=None,
+                   help="Python's GIL switch interval in the pipeline, s (default: leave CPython's 0.005)")
     q.add_argument(
         "--task",
         choices=("whole", "sorter"),
@@ -141,6 +143,32 @@ def _machine() -> dict[str, Any]:
         if m is not None and hasattr(m, "__version__"):
             info[mod] = m.__version__
     return info
+
+
+class CpuShares:
+    """The machine's CPU time split over a run, from /proc/stat (Linux; empty elsewhere). `steal` is the time the
+    hypervisor gave our virtual CPUs to someone else: on a shared VM it explains a slow run better than load."""
+
+    FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+    def __init__(self) -> None:
+        self._start = self._read()
+
+    @classmethod
+    def _read(cls) -> list[int]:
+        try:
+            with open("/proc/stat") as f:
+                return [int(x) for x in f.readline().split()[1 : 1 + len(cls.FIELDS)]]
+        except (OSError, ValueError):
+            return []
+
+    def percent(self) -> dict[str, float]:
+        end = self._read()
+        if len(end) != len(self.FIELDS) or len(self._start) != len(self.FIELDS):
+            return {}
+        delta = [b - a for a, b in zip(self._start, end, strict=True)]
+        total = sum(delta) or 1
+        return {k: round(100.0 * d / total, 1) for k, d in zip(self.FIELDS, delta, strict=True)}
 
 
 def _write_json(path: Path | None, doc: dict[str, Any]) -> None:
@@ -374,6 +402,7 @@ def bench_pipeline(args: argparse.Namespace) -> int:
     from device.sorting.line import resolve_bundle_path
 
     sampler = RssSampler().start()
+    cpu = CpuShares()
     bundle = verify_bundle(resolve_bundle_path(args.bundle))
     backend = create_backend(bundle, args.backend, threads=args.threads)
     images = _collect_frames(args.source, args.frames)
@@ -409,7 +438,8 @@ def bench_pipeline(args: argparse.Namespace) -> int:
         pass
 
     for r in range(rounds):
-        pipe = Pipeline(ReplaySource(images, fps=src_fps), backend, task, consumer, queue_size=args.queue_size)
+        pipe = Pipeline(ReplaySource(images, fps=src_fps), backend, task, consumer, queue_size=args.queue_size,
+                        switch_interval_s=args.switch_interval)
         with pipe:
             time.sleep(min(1.0, seg / 5))  # the first frames fill the queues; steady state comes after
             f0, t0 = pipe.stats()["frames_out"], time.monotonic()
@@ -456,6 +486,7 @@ def bench_pipeline(args: argparse.Namespace) -> int:
         "seconds": args.seconds,
         "rounds": rounds,
         "queue_size": args.queue_size,
+        "switch_interval_s": sys.getswitchinterval(),
         "bare_fps": round(bare_fps, 2),
         "pipeline_fps": round(pipeline_fps, 2),
         "efficiency": round(efficiency, 4),
@@ -466,6 +497,7 @@ def bench_pipeline(args: argparse.Namespace) -> int:
         "pipeline": agg,
         "stage_latency_ms_last_round": stage_lat,
         "memory": memory,
+        "cpu_percent": cpu.percent(),
         "machine": _machine(),
     }
     print(

@@ -80,6 +80,7 @@ def _row(report: dict[str, Any], **key: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from device.commands.bench import CpuShares
     from device.sorting.session import run_twin_session
 
     speeds = [float(x) for x in args.speeds.split(",") if x]
@@ -96,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
         tag = f"{mcu}-{speed}-{rate}-{fault or 'none'}"
         log.info("bench sort: %s", tag)
         cfg = _config(args, speed, rate, FAULT_RUNS.get(fault, ""), tag)
+        cpu = CpuShares()
         report = run_twin_session(cfg, args.seconds, firmware=(mcu == "firmware"))
         rows.append(_row(report, mcu=mcu, belt_speed_mps=speed, rate=rate, fault=fault or None))
+        rows[-1]["cpu_steal_percent"] = cpu.percent().get("steal")
         print(json.dumps(rows[-1]), flush=True)
     doc = {"bench": "sort", "seconds_per_run": args.seconds, "machine": platform.platform(),
            "processor": platform.processor(), "runs": rows}
