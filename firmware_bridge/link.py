@@ -201,6 +201,9 @@ class BridgeLink:
                 except BridgeTimeout:
                     if time.monotonic() >= deadline:
                         raise
+            # A HELLO that needed retries (an MCU still booting) is a wide clock sample; one clean round trip
+            # now, so that positions are right from the first frame rather than from the first heartbeat.
+            self._heartbeat()
         except BridgeError:
             self._shutdown_threads()
             raise
@@ -429,18 +432,25 @@ class BridgeLink:
             raise BridgeNotConnected(f"writing to {self.url} failed: {exc}") from exc
 
     def _transact(self, msg_type: MsgType, payload: bytes) -> tuple[p.Frame, float, float, int]:
-        """Send until acknowledged by sequence: (reply, send time of the answered try, rx time, length)."""
+        """Send until acknowledged by sequence: (reply, send time, rx time, length).
+
+        The send time is the first try's: a reply can answer any try (the MCU answers a repeat from its
+        history), so only the first send and the reply bracket the moment the MCU handled the command. With
+        the last try's time, a late answer to the first made a clock sample that contradicted the others
+        (counted as a clock jump, and every good sample thrown away)."""
         if self._failure is not None:
             raise self._failure
         seq = self._next_seq()
         frame = p.encode(msg_type, seq, payload)
         pend = _Pending(msg_type)
         self._pending[seq] = pend
+        t_first = 0.0
         try:
             for attempt in range(self.retries + 1):
                 if attempt:
                     self._counters["retries"] += 1
                 t_send = time.monotonic()
+                t_first = t_first or t_send
                 self._write(frame)
                 self._counters["tx_frames"] += 1
                 # ack_timeout_s: a reply takes ~3 ms at 115200 baud; past the timeout the frame or its
@@ -449,7 +459,7 @@ class BridgeLink:
                     if pend.error is not None:
                         raise pend.error
                     assert pend.reply is not None
-                    return pend.reply, t_send, pend.rx_ts, len(frame)
+                    return pend.reply, t_first, pend.rx_ts, len(frame)
             self._counters["timeouts"] += 1
             raise BridgeTimeout(
                 f"the MCU did not acknowledge {msg_type.name} (seq {seq}) in {self.retries + 1} tries of "

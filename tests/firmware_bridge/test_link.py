@@ -76,8 +76,11 @@ def test_one_frames_ejections_go_out_together(link: BridgeLink, gates: Gates) ->
 def test_late_and_full(link: BridgeLink) -> None:
     assert link.info is not None
     cap = link.info.queue_capacity
-    now = settle(link)
-    assert link.queue_eject(1, 0, now - 10, 5) == QueueResult.LATE
+    settle(link)
+    wait_for(lambda: link.encoder_count_at(time.monotonic()) > 0.2 * SPEED)
+    now = int(link.encoder_count_at(time.monotonic()))
+    # 0.1 s in the past: well beyond the host's estimate of the MCU's count now (a few ms on a loaded machine)
+    assert link.queue_eject(1, 0, now - int(0.1 * SPEED), 5) == QueueResult.LATE
     far = now + 10 * int(SPEED)
     results = [link.queue_eject(100 + i, 1, far + i, 5) for i in range(cap + 1)]
     assert results[:cap] == [QueueResult.QUEUED] * cap and results[cap] == QueueResult.FULL
