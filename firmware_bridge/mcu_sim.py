@@ -194,7 +194,8 @@ class McuSimulator:
         while not self._stop.is_set():
             with self._lock:
                 now = time.monotonic()
-                self._process(now)
+                # bytes already waiting in the pty reached a real MCU's UART in time: the host was not silent
+                self._process(now, failsafe=not self._input_waiting())
                 timeout = max(0.0, self._next_deadline() - time.monotonic())
             try:
                 ready, _, _ = select.select([self._master, self._wake_r], [], [], min(timeout, 0.05))
@@ -212,18 +213,25 @@ class McuSimulator:
                     return
                 with self._lock:
                     now = time.monotonic()
-                    self._process(now)  # fires due before this frame arrived happen first
+                    # fires due before this frame arrived happen first; the fail-safe waits until it is handled
+                    self._process(now, failsafe=False)
                     for frame in self._decoder.feed(data):
                         self._handle(frame, now)
 
-    def _next_event(self) -> tuple[float, int, object]:
+    def _input_waiting(self) -> bool:
+        try:
+            return bool(select.select([self._master], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
+
+    def _next_event(self, failsafe: bool = True) -> tuple[float, int, object]:
         """The earliest of: a queued fire, a pulse's end, the fail-safe: (time, order, what)."""
         best: tuple[float, int, object] = (math.inf, 0, None)
         for gate, until in self._gate_until.items():
             best = min(best, (until, _PULSE_END, gate), key=lambda ev: ev[:2])
         for e in self._queue:
             best = min(best, (self._time_of_phys(e.target + self._boot_phys), _FIRE, e), key=lambda ev: ev[:2])
-        if self.state == McuState.LINKED:
+        if failsafe and self.state == McuState.LINKED:
             best = min(best, (self._last_rx + self.failsafe_s, _FAILSAFE, None), key=lambda ev: ev[:2])
         return best
 
@@ -231,15 +239,19 @@ class McuSimulator:
         d = self._next_stream if self._stream_ms else math.inf
         return min(d, self._next_event()[0])
 
-    def _process(self, now: float) -> None:
+    def _process(self, now: float, failsafe: bool = True) -> None:
         """Everything due up to `now`, one event at a time in time order, as the firmware meets them.
 
         When this thread was held up (a loaded or frozen host), several events are due at once. Taking them in
         their own order matters: a pulse that ended before the next fire on the same gate must end first, or
         the twin sees one pulse from the first fire to the last and every item passing in between goes into
-        that bin; and fires due after the fail-safe time are flushed with the queue, not fired."""
+        that bin; and fires due after the fail-safe time are flushed with the queue, not fired.
+
+        When this thread (not the host) was held up, the host's frames are already waiting in the pty: they
+        reached a real MCU's UART in time, so `failsafe=False` keeps the fail-safe back until they are handled.
+        """
         while True:
-            t, kind, what = self._next_event()
+            t, kind, what = self._next_event(failsafe)
             if t > now:
                 break
             if kind == _PULSE_END:

@@ -39,3 +39,34 @@ def test_pulses_stay_apart_when_the_simulator_thread_was_held_up() -> None:
     (_, rise1), (_, fall1), (_, rise2), (_, fall2) = ev
     assert (rise1, rise2) == (first, second)
     assert abs(fall1 - (first + PULSE_TICKS)) <= 1 and abs(fall2 - (second + PULSE_TICKS)) <= 1
+
+
+def test_a_held_up_simulator_does_not_take_the_hosts_waiting_frames_for_silence() -> None:
+    sim = McuSimulator()
+    sim.start()
+    sim.set_speed(SPEED)
+    try:
+        with BridgeLink(sim.port, retries=RETRIES) as link:
+            wait_for(lambda: link.counters["heartbeats"] > 2)
+            with sim._lock:  # the simulator's thread stalls 0.8 s; the host's heartbeats queue up in the pty
+                time.sleep(0.8)
+            wait_for(lambda: link.counters["heartbeats"] > 12)
+            assert sim.mcu_counters["failsafes"] == 0 and link.counters["failsafes"] == 0
+            assert link.status()["state"] == "LINKED"
+    finally:
+        sim.stop()
+
+
+def test_a_silent_host_still_trips_the_fail_safe() -> None:
+    sim = McuSimulator()
+    sim.start()
+    sim.set_speed(SPEED)
+    try:
+        with BridgeLink(sim.port, retries=RETRIES) as link:
+            wait_for(lambda: link.counters["heartbeats"] > 2)
+            with link._write_lock:  # nothing reaches the MCU for 0.8 s
+                time.sleep(0.8)
+            wait_for(lambda: link.counters["failsafes"] == 1)
+            assert sim.mcu_counters["failsafes"] == 1
+    finally:
+        sim.stop()
