@@ -122,7 +122,8 @@ def test_lost_replies_are_retried_and_fire_once(sim: Any, gates: Gates) -> None:
     with LossyProxy(sim.port) as proxy, BridgeLink(proxy.port, ack_timeout_s=0.02, retries=50) as link:
         link.add_fired_listener(fired.append)
         base = settle(link)
-        targets = [base + 2500 + 20 * i for i in range(8)]
+        # 2 s ahead: eight commands with a lost reply each take a few hundred ms on a starved machine
+        targets = [base + int(2 * SPEED) + 20 * i for i in range(8)]
         for i, t in enumerate(targets):
             assert link.queue_eject(i, i, t, 2) == QueueResult.QUEUED
         # >= : on a loaded machine a slow answer to the retry can cause one more retry (deduplicated as well)
