@@ -365,7 +365,6 @@ class BridgeLink:
             self._us = _Unwrap()
             self._cnt = _Unwrap()
             self._clock = ClockMapping()  # host time <-> MCU time, from the heartbeat round trips
-            self._offset: float | None = None
             self._enc_t: deque[float] = deque(maxlen=ENCODER_WINDOW)  # MCU seconds
             self._enc_c: deque[int] = deque(maxlen=ENCODER_WINDOW)
 
@@ -379,21 +378,21 @@ class BridgeLink:
 
     def _add_clock_sample(self, t_send: float, t_recv: float, mcu_s: float, req_len: int, rep_len: int) -> None:
         jumps = self._clock.jumps
-        self._offset = self._clock.add(t_send, t_recv, mcu_s, req_len, rep_len)
+        self._clock.add(t_send, t_recv, mcu_s, req_len, rep_len)
         self._counters["clock_jumps"] += self._clock.jumps - jumps
 
     def mcu_to_host(self, mcu_s: float) -> float:
-        if self._offset is None:
+        if self._clock.offset is None:
             raise BridgeError("no clock sample from the MCU yet")
-        return mcu_s + self._offset
+        return mcu_s + self._clock.offset
 
     def encoder_count_at(self, host_ts: float) -> float:
         """The MCU encoder count at host time.monotonic() host_ts (interpolated, or extrapolated from the
         recent belt speed for times after the last sample). BridgeReset for a time before the MCU's boot."""
         with self._sync_lock:
-            if self._offset is None or not self._enc_t:
+            if self._clock.offset is None or not self._enc_t:
                 raise BridgeError("no encoder samples from the MCU yet")
-            t = host_ts - self._offset
+            t = host_ts - self._clock.offset
             if t < 0:
                 raise BridgeReset("that time precedes the MCU's last boot, so its encoder count is unknown")
             ts, cs = self._enc_t, self._enc_c
@@ -634,7 +633,7 @@ class BridgeLink:
             target = self._cnt.near(e["target"])
             actual = self._cnt.near(e["actual"])
             mcu_s = self._us.near(e["mcu_us"]) / 1e6
-            host_ts = mcu_s + self._offset if self._offset is not None else time.monotonic()
+            host_ts = mcu_s + self._clock.offset if self._clock.offset is not None else time.monotonic()
         ev = FiredEvent(e["item_id"], e["gate"], target, actual, host_ts)
         for cb in self._fired_listeners:
             try:

@@ -226,14 +226,11 @@ class McuSimulator:
 
     def _next_event(self, failsafe: bool = True) -> tuple[float, int, object]:
         """The earliest of: a queued fire, a pulse's end, the fail-safe: (time, order, what)."""
-        best: tuple[float, int, object] = (math.inf, 0, None)
-        for gate, until in self._gate_until.items():
-            best = min(best, (until, _PULSE_END, gate), key=lambda ev: ev[:2])
-        for e in self._queue:
-            best = min(best, (self._time_of_phys(e.target + self._boot_phys), _FIRE, e), key=lambda ev: ev[:2])
+        events: list[tuple[float, int, object]] = [(until, _PULSE_END, g) for g, until in self._gate_until.items()]
+        events += [(self._time_of_phys(e.target + self._boot_phys), _FIRE, e) for e in self._queue]
         if failsafe and self.state == McuState.LINKED:
-            best = min(best, (self._last_rx + self.failsafe_s, _FAILSAFE, None), key=lambda ev: ev[:2])
-        return best
+            events.append((self._last_rx + self.failsafe_s, _FAILSAFE, None))
+        return min(events, key=lambda ev: ev[:2], default=(math.inf, 0, None))
 
     def _next_deadline(self) -> float:
         d = self._next_stream if self._stream_ms else math.inf

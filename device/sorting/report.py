@@ -75,8 +75,8 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
     # another grade and the line carried it out faithfully). Undecided and uncertain items are decided "default".
     named = {it.id: decided_bin(it, cfg) for it in items}
     # an item that was decided twice (a split track) is a sorting error only if it reached neither named bin
-    allowed = {it.id: {DEFAULT_BIN, named[it.id]} | {expected_bin(o.decision.grade, cfg)
-                                                      for o in rec.decisions.get(it.id, [])} for it in items}
+    allowed = {it.id: {DEFAULT_BIN} | {expected_bin(o.decision.grade, cfg) for o in rec.decisions.get(it.id, [])}
+               for it in items}
     wrong = [it for it in items if it.bin not in allowed[it.id]]
     misgraded = [it for it in items
                  if it.bin in allowed[it.id] and it.bin not in (DEFAULT_BIN, expected_bin(it.grade, cfg))]

@@ -79,24 +79,14 @@ class EjectionScheduler:
                       epoch: int | None = None) -> list[str]:
         """Queue the ejections (item_id, u_mm, gate) of one frame's decisions together (one round trip for all
         where the link can); one answer each, in order, as `schedule` gives."""
-        from firmware_bridge.link import BridgeError  # light: pure Python, no hardware
-
         plans = [(item_id, gate, self.target_count(u_mm, gate, ticks_per_s)) for item_id, u_mm, gate in requests]
         ejections = [(item_id, gate, fire_at, self.gates[gate].pulse_ms) for item_id, gate, fire_at in plans]
-        if hasattr(self.link, "queue_ejects"):
-            results: list[object] = list(self.link.queue_ejects(ejections, epoch=epoch))
-        else:  # a link with the single-command interface only
-            results = []
-            for e in ejections:
-                try:
-                    results.append(self.link.queue_eject(*e, epoch=epoch))
-                except BridgeError as exc:
-                    results.append(exc)
+        results = self.link.queue_ejects(ejections, epoch=epoch)
         return [self._settle(*plan, result) for plan, result in zip(plans, results, strict=True)]
 
     def _settle(self, item_id: int, gate: int, fire_at: int, result: object) -> str:
         """Book one QUEUE_EJECT's answer: pending until FIRED, or an alarm."""
-        from firmware_bridge.link import BridgeError
+        from firmware_bridge.link import BridgeError  # light: pure Python, no hardware
 
         if isinstance(result, BridgeError):
             self.stats.failed += 1
