@@ -3,6 +3,7 @@
 Each run reports, from the twin's truth, sort_accuracy next to classification_accuracy, wrong_bin, missed
 ejections, decision latency (frame capture to the MCU's acknowledgement) p50/p99 and, from the same run's
 pipeline, the inference stage's p99, so that "decision p99 <= inference p99 + 10 ms" is read off one run.
+Each run's whole report (every item's truth, decision and bin) is written beside the JSON, in `<name>_runs/`.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         if f not in FAULT_RUNS:
             raise SystemExit(f"bench sort: unknown fault run '{f}' (known: {', '.join(FAULT_RUNS)})")
     rows = []
+    runs_dir = args.json.with_name(args.json.stem + "_runs")
+    runs_dir.mkdir(parents=True, exist_ok=True)
     plan = [(m, s, r, "") for m in mcus for s in speeds for r in rates]
     plan += [(m, speeds[0], rates[0], f) for m in mcus for f in faults]
     for mcu, speed, rate, fault in plan:
@@ -104,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
         report = run_twin_session(cfg, args.seconds, firmware=(mcu == "firmware"))
         rows.append(_row(report, mcu=mcu, belt_speed_mps=speed, rate=rate, fault=fault or None))
         rows[-1]["cpu_steal_percent"] = cpu.percent().get("steal")
+        # the whole report (every item's truth, decision and bin), so a wrong bin can be traced after the run
+        detail = runs_dir / f"{tag}.json"
+        detail.write_text(json.dumps(report, indent=1, default=str) + "\n")
+        rows[-1]["report"] = str(detail)
         print(json.dumps(rows[-1]), flush=True)
     doc = {"bench": "sort", "seconds_per_run": args.seconds, "machine": platform.platform(),
            "processor": platform.processor(), "runs": rows}

@@ -89,3 +89,15 @@ def test_bench_delegates_lazily_and_names_a_missing_module():
             assert f"this benchmark needs {module}" in r.stderr and "Traceback" not in r.stderr
     r = edgesort("--help")
     assert r.returncode == 0 and "bench" in r.stdout
+
+
+def test_bench_sort_writes_a_row_per_run_and_each_runs_whole_report(tmp_path):
+    out = tmp_path / "sort.json"
+    r = edgesort("bench", "sort", "--mcu", "python", "--speeds", "1.5", "--rates", "8", "--faults", "",
+                 "--seconds", "3", "--state-dir", str(tmp_path / "state"), "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(out.read_text())["runs"]
+    assert row["mcu"] == "python" and row["items_total"] > 0 and "cpu_steal_percent" in row
+    report = json.loads((tmp_path / "sort_runs" / "python-1.5-8.0-none.json").read_text())
+    assert row["report"].endswith("sort_runs/python-1.5-8.0-none.json")
+    assert len(report["per_item"]) == row["items_total"] and report["wrong_bin"] == row["wrong_bin"]

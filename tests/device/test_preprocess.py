@@ -48,6 +48,13 @@ def test_stretch_halves_exactly_first_and_stays_within_a_grey_level_of_one_area_
     diff = np.abs(fast - one_step)
     assert fast.shape == (48, 144, 3)
     assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 5
+    # a tall shrink with the width already small enough: pairs of rows are averaged first, as area would
+    tall = frame(160, 30)
+    rows = resize_stretch(tall, (30, 40)).astype(int)
+    one_step = cv2.resize(tall, (30, 40), interpolation=cv2.INTER_AREA).astype(int)
+    assert rows.shape == (40, 30, 3) and np.abs(rows - one_step).max() <= 1
+    gray = resize_stretch(tall[:, :, :1], (30, 40))
+    assert gray.shape == (40, 30, 1)
     # sizes that cannot be halved exactly, and enlargements, take the one-step path unchanged
     odd = frame(61, 81)
     one_step = cv2.resize(odd, (32, 24), interpolation=cv2.INTER_AREA)
