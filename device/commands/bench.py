@@ -397,6 +397,7 @@ def bench_pipeline(args: argparse.Namespace) -> int:
     from device.backends import create_backend
     from device.bundle import verify_bundle
     from device.capture.files import ReplaySource
+    from device.commands.probes import context_switches, thread_handoff_us
     from device.errors import EdgesortError
     from device.pipeline import Pipeline
     from device.sorting.line import resolve_bundle_path
@@ -423,9 +424,11 @@ def bench_pipeline(args: argparse.Namespace) -> int:
     seg = args.seconds / rounds
     bare_fps_runs: list[float] = []
     bare_lat: list[float] = []
+    handoff = [thread_handoff_us()]  # what one wake-up costs here, before and after the rounds
     fps, lat = _bare_run(backend, batches, args.bare_seconds)
     bare_fps_runs.append(fps)
     bare_lat += lat
+    switches_per_frame: list[float] = []
     src_fps = args.source_fps or min(REPLAY_FACTOR * fps, MAX_REPLAY_FPS)
     seg_fps: list[float] = []
     frames_total, time_total = 0, 0.0
@@ -442,12 +445,13 @@ def bench_pipeline(args: argparse.Namespace) -> int:
                         switch_interval_s=args.switch_interval)
         with pipe:
             time.sleep(min(1.0, seg / 5))  # the first frames fill the queues; steady state comes after
-            f0, t0 = pipe.stats()["frames_out"], time.monotonic()
+            f0, t0, cs0 = pipe.stats()["frames_out"], time.monotonic(), context_switches()
             if r == 0:
                 sampler.mark()
             time.sleep(seg)
             st = pipe.stats()
-            f1, t1 = st["frames_out"], time.monotonic()
+            f1, t1, cs1 = st["frames_out"], time.monotonic(), context_switches()
+            switches_per_frame.append((cs1 - cs0) / max(1, f1 - f0))
             total_lat.append(pipe.latencies_ms("total"))
             infer_lat.append(pipe.latencies_ms("infer"))
         stage_lat = st["latency_ms"]
@@ -466,6 +470,7 @@ def bench_pipeline(args: argparse.Namespace) -> int:
         )
     memory = sampler.stop()
     backend.close()
+    handoff.append(thread_handoff_us())
 
     per_round = [p / ((a + b) / 2) for p, a, b in zip(seg_fps, bare_fps_runs, bare_fps_runs[1:], strict=False)]
     pipeline_fps = frames_total / time_total
@@ -498,11 +503,16 @@ def bench_pipeline(args: argparse.Namespace) -> int:
         "stage_latency_ms_last_round": stage_lat,
         "memory": memory,
         "cpu_percent": cpu.percent(),
+        # one thread waking another, before and after the rounds (device/commands/probes.py); and the context
+        # switches of all the process's threads per frame out, median over the rounds
+        "thread_handoff_us": handoff,
+        "context_switches_per_frame": round(float(np.median(switches_per_frame)), 2),
         "machine": _machine(),
     }
     print(
         f"bare {bare_fps:.1f} fps, pipeline {pipeline_fps:.1f} fps: efficiency {efficiency:.3f} "
-        f"(median of {rounds} rounds)"
+        f"(median of {rounds} rounds); a thread hand-off takes {handoff[0]['p50']:.0f} us (p50), "
+        f"{doc['context_switches_per_frame']} context switches per frame"
     )
     print(
         f"memory: peak {memory['peak_mb']} MB, growth {memory['growth_mb']} MB "

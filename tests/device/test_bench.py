@@ -69,6 +69,9 @@ def test_bench_pipeline_compares_bare_and_pipelined_runs_on_the_same_frames(tmp_
     assert doc["switch_interval_s"] == 0.001
     if doc["cpu_percent"]:  # Linux: the machine's CPU time over the run, steal included
         assert abs(sum(doc["cpu_percent"].values()) - 100.0) < 1.0 and "steal" in doc["cpu_percent"]
+    before, after = doc["thread_handoff_us"]
+    assert 0 < before["p50"] <= before["p99"] and 0 < after["p50"] <= after["p99"]
+    assert doc["context_switches_per_frame"] >= 0
     assert doc["frames"] == 6 and len(doc["efficiency_per_round"]) == 2 and len(doc["bare_fps_runs"]) == 3
     assert doc["pipeline_fps"] > 0 and doc["bare_fps"] > 0 and doc["efficiency"] > 0
     assert doc["pipeline"]["errors"] == 0 and doc["pipeline"]["frames_out"] > 0
