@@ -104,8 +104,16 @@ def run(args: argparse.Namespace) -> int:
         log.info("bench sort: %s", tag)
         cfg = _config(args, speed, rate, FAULT_RUNS.get(fault, ""), tag)
         cpu = CpuShares()
-        report = run_twin_session(cfg, args.seconds, firmware=(mcu == "firmware"))
-        rows.append(_row(report, mcu=mcu, belt_speed_mps=speed, rate=rate, fault=fault or None))
+        key = {"mcu": mcu, "belt_speed_mps": speed, "rate": rate, "fault": fault or None}
+        try:
+            report = run_twin_session(cfg, args.seconds, firmware=(mcu == "firmware"))
+        except Exception as exc:  # one run that cannot start (an MCU that never answers) must not lose the rest
+            log.exception("bench sort: %s failed", tag)
+            rows.append({**key, "error": f"{type(exc).__name__}: {exc}",
+                         "cpu_steal_percent": cpu.percent().get("steal")})
+            print(json.dumps(rows[-1]), flush=True)
+            continue
+        rows.append(_row(report, **key))
         rows[-1]["cpu_steal_percent"] = cpu.percent().get("steal")
         # the whole report (every item's truth, decision and bin), so a wrong bin can be traced after the run
         detail = runs_dir / f"{tag}.json"
@@ -116,4 +124,7 @@ def run(args: argparse.Namespace) -> int:
            "processor": platform.processor(), "runs": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2) + "\n")
-    return 0
+    failed = [r for r in rows if "error" in r]
+    if failed:
+        log.error("bench sort: %d of %d runs failed (their rows carry the error)", len(failed), len(rows))
+    return 1 if failed else 0

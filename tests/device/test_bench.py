@@ -104,3 +104,12 @@ def test_bench_sort_writes_a_row_per_run_and_each_runs_whole_report(tmp_path):
     report = json.loads((tmp_path / "sort_runs" / "python-1.5-8.0-none.json").read_text())
     assert row["report"].endswith("sort_runs/python-1.5-8.0-none.json")
     assert len(report["per_item"]) == row["items_total"] and report["wrong_bin"] == row["wrong_bin"]
+
+
+def test_bench_sort_records_a_run_that_cannot_start_and_goes_on(tmp_path):
+    out = tmp_path / "sort.json"
+    r = edgesort("bench", "sort", "--mcu", "python", "--speeds", "1.5", "--rates", "2,8", "--faults", "",
+                 "--seconds", "1", "--bundle", str(tmp_path / "no_bundle"), "--json", str(out))
+    assert r.returncode == 1
+    rows = json.loads(out.read_text())["runs"]
+    assert len(rows) == 2 and all("no_bundle" in row["error"] for row in rows)
