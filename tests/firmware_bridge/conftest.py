@@ -15,8 +15,9 @@ from firmware_bridge.mcu_sim import McuSimulator
 
 SPEED = 5000.0  # encoder ticks/s for the link tests
 # Retries sized for a shared, loaded CI machine: both simulators are processes or threads the OS may leave
-# unscheduled for a few hundred ms, which a real MCU never is (the link's default: 3 retries of 50 ms).
-RETRIES = 20
+# unscheduled for a few hundred ms, which a real MCU never is (the link's default: 3 retries of 50 ms). 60 x 50 ms:
+# at 15-56% steal the harness once went more than 1 s without answering.
+RETRIES = 60
 
 
 @pytest.fixture(scope="session")
