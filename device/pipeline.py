@@ -124,11 +124,9 @@ class Pipeline:
         stall_timeout_s: float = 2.0,
         reopen: bool = True,
         opencv_threads: int = 1,
-        switch_interval_s: float | None = None,
     ) -> None:
         self.backend = backend
         self.opencv_threads = opencv_threads
-        self.switch_interval_s = switch_interval_s
         self.task = task
         self.consumer = consumer
         self.capture = CaptureThread(source, stall_timeout_s=stall_timeout_s, reopen=reopen)
@@ -148,13 +146,6 @@ class Pipeline:
             # colour conversion, would take the core the backend runs on: with it, the whole-frame demo ran at
             # 0.80 of the bare backend, without it 0.87 (docs/benchmarks/device.md). 0 leaves OpenCV's default.
             cv2.setNumThreads(self.opencv_threads)
-        if self.switch_interval_s is not None:
-            import sys
-
-            # How long a thread that wants the GIL waits before it asks the holder to let go (CPython's 5 ms by
-            # default). The infer stage hands the GIL back during every backend run and needs it again when the
-            # run ends; with a sub-millisecond model, waiting on a stage busy in Python costs a share of each frame.
-            sys.setswitchinterval(self.switch_interval_s)
         self.capture.start()
         self._started = time.monotonic()
         q_inf, q_fin, q_con = self._queues

@@ -145,32 +145,6 @@ def _machine() -> dict[str, Any]:
     return info
 
 
-class CpuShares:
-    """The machine's CPU time split over a run, from /proc/stat (Linux; empty elsewhere). `steal` is the time the
-    hypervisor gave our virtual CPUs to someone else: on a shared VM it explains a slow run better than load."""
-
-    FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-
-    def __init__(self) -> None:
-        self._start = self._read()
-
-    @classmethod
-    def _read(cls) -> list[int]:
-        try:
-            with open("/proc/stat") as f:
-                return [int(x) for x in f.readline().split()[1 : 1 + len(cls.FIELDS)]]
-        except (OSError, ValueError):
-            return []
-
-    def percent(self) -> dict[str, float]:
-        end = self._read()
-        if len(end) != len(self.FIELDS) or len(self._start) != len(self.FIELDS):
-            return {}
-        delta = [b - a for a, b in zip(self._start, end, strict=True)]
-        total = sum(delta) or 1
-        return {k: round(100.0 * d / total, 1) for k, d in zip(self.FIELDS, delta, strict=True)}
-
-
 def _write_json(path: Path | None, doc: dict[str, Any]) -> None:
     text = json.dumps(doc, indent=2, sort_keys=False)
     if path is None:
@@ -397,7 +371,7 @@ def bench_pipeline(args: argparse.Namespace) -> int:
     from device.backends import create_backend
     from device.bundle import verify_bundle
     from device.capture.files import ReplaySource
-    from device.commands.probes import context_switches, thread_handoff_us
+    from device.commands.probes import CpuShares, context_switches, thread_handoff_us
     from device.errors import EdgesortError
     from device.pipeline import Pipeline
     from device.sorting.line import resolve_bundle_path
@@ -424,6 +398,11 @@ def bench_pipeline(args: argparse.Namespace) -> int:
     seg = args.seconds / rounds
     bare_fps_runs: list[float] = []
     bare_lat: list[float] = []
+    if args.switch_interval is not None:
+        # How long a thread that wants the GIL waits before it asks the holder to let go (CPython's 5 ms). The
+        # infer stage gives the GIL up during every backend run and needs it back when the run ends; a shorter
+        # interval was tried for the sub-millisecond demo model and gave no gain (docs/benchmarks/device.md).
+        sys.setswitchinterval(args.switch_interval)
     handoff = [thread_handoff_us()]  # what one wake-up costs here, before and after the rounds
     fps, lat = _bare_run(backend, batches, args.bare_seconds)
     bare_fps_runs.append(fps)
@@ -441,8 +420,7 @@ def bench_pipeline(args: argparse.Namespace) -> int:
         pass
 
     for r in range(rounds):
-        pipe = Pipeline(ReplaySource(images, fps=src_fps), backend, task, consumer, queue_size=args.queue_size,
-                        switch_interval_s=args.switch_interval)
+        pipe = Pipeline(ReplaySource(images, fps=src_fps), backend, task, consumer, queue_size=args.queue_size)
         with pipe:
             time.sleep(min(1.0, seg / 5))  # the first frames fill the queues; steady state comes after
             f0, t0, cs0 = pipe.stats()["frames_out"], time.monotonic(), context_switches()

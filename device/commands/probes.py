@@ -1,4 +1,7 @@
-"""Two measurements of the machine under a benchmark, recorded beside its figures so that a slow run can be read.
+"""Measurements of the machine under a benchmark, recorded beside its figures so that a slow run can be read.
+
+`CpuShares`: the machine's CPU time split over a run, steal included (a shared VM's slow run is explained by it
+better than by load).
 
 A pipeline hands every frame from thread to thread (capture, prepare, infer, finish, consumer): a handful of
 wake-ups per frame. What one wake-up costs is a property of the machine, not of the pipeline: a few
@@ -62,3 +65,29 @@ def context_switches() -> int:
         except (OSError, ValueError):
             continue  # the thread ended between the listing and the read
     return total
+
+
+class CpuShares:
+    """The machine's CPU time split over a run, from /proc/stat (Linux; empty elsewhere). `steal` is the time the
+    hypervisor gave our virtual CPUs to someone else: on a shared VM it explains a slow run better than load."""
+
+    FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+    def __init__(self) -> None:
+        self._start = self._read()
+
+    @classmethod
+    def _read(cls) -> list[int]:
+        try:
+            with open("/proc/stat") as f:
+                return [int(x) for x in f.readline().split()[1 : 1 + len(cls.FIELDS)]]
+        except (OSError, ValueError):
+            return []
+
+    def percent(self) -> dict[str, float]:
+        end = self._read()
+        if len(end) != len(self.FIELDS) or len(self._start) != len(self.FIELDS):
+            return {}
+        delta = [b - a for a, b in zip(self._start, end, strict=True)]
+        total = sum(delta) or 1
+        return {k: round(100.0 * d / total, 1) for k, d in zip(self.FIELDS, delta, strict=True)}

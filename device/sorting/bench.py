@@ -84,7 +84,7 @@ def _row(report: dict[str, Any], **key: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from device.commands.bench import CpuShares
+    from device.commands.probes import CpuShares
     from device.sorting.session import run_twin_session
 
     speeds = [float(x) for x in args.speeds.split(",") if x]
@@ -109,17 +109,16 @@ def run(args: argparse.Namespace) -> int:
             report = run_twin_session(cfg, args.seconds, firmware=(mcu == "firmware"))
         except Exception as exc:  # one run that cannot start (an MCU that never answers) must not lose the rest
             log.exception("bench sort: %s failed", tag)
-            rows.append({**key, "error": f"{type(exc).__name__}: {exc}",
-                         "cpu_steal_percent": cpu.percent().get("steal")})
-            print(json.dumps(rows[-1]), flush=True)
-            continue
-        rows.append(_row(report, **key))
-        rows[-1]["cpu_steal_percent"] = cpu.percent().get("steal")
-        # the whole report (every item's truth, decision and bin), so a wrong bin can be traced after the run
-        detail = runs_dir / f"{tag}.json"
-        detail.write_text(json.dumps(report, indent=1, default=str) + "\n")
-        rows[-1]["report"] = str(detail)
-        print(json.dumps(rows[-1]), flush=True)
+            row = {**key, "error": f"{type(exc).__name__}: {exc}"}
+        else:
+            row = _row(report, **key)
+            # the whole report (every item's truth, decision and bin), so a wrong bin can be traced after the run
+            detail = runs_dir / f"{tag}.json"
+            detail.write_text(json.dumps(report, indent=1, default=str) + "\n")
+            row["report"] = str(detail)
+        row["cpu_steal_percent"] = cpu.percent().get("steal")
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     doc = {"bench": "sort", "seconds_per_run": args.seconds, "machine": platform.platform(),
            "processor": platform.processor(), "runs": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
