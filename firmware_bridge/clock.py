@@ -23,6 +23,17 @@ JUMP_S = 0.001  # beyond the round trips' uncertainty: the MCU clock jumped (a r
 
 
 @dataclass(frozen=True, slots=True)
+class ClockJump:
+    """The MCU clock moved against ours by `shift_s` (host - MCU offset, new minus old) at some moment between
+    `since` (host time of the last round trip that agreed with the mapping) and `detected`. Host times mapped in
+    that window may be off by up to |shift_s| of MCU time."""
+
+    since: float
+    detected: float
+    shift_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class ClockSample:
     host_rx: float
     rtt: float
@@ -33,12 +44,14 @@ class ClockSample:
 
 
 class ClockMapping:
-    """offset = host - MCU time, from NTP-style round-trip samples; `jumps` counts restarts."""
+    """offset = host - MCU time, from NTP-style round-trip samples; `jumps` counts restarts, `last_jump` is the
+    latest one."""
 
     def __init__(self) -> None:
         self.samples: deque[ClockSample] = deque()
         self.offset: float | None = None
         self.jumps = 0
+        self.last_jump: ClockJump | None = None
 
     def best(self, now: float) -> ClockSample | None:
         return min(self.samples, key=lambda s: s.error_bound(now), default=None)
@@ -52,7 +65,10 @@ class ClockMapping:
         best = self.best(t_recv)
         if best is not None and abs(sample.offset - best.offset) > rtt + best.error_bound(t_recv) * 2 + JUMP_S:
             # each sample puts the offset within its round trip; two that cannot both hold mean the MCU clock
-            # jumped against ours: start afresh
+            # jumped against ours: start afresh. It jumped after the newest sample's MCU read, which came after
+            # that sample's send.
+            newest = self.samples[-1]
+            self.last_jump = ClockJump(newest.host_rx - newest.rtt, t_recv, sample.offset - best.offset)
             self.samples.clear()
             self.jumps += 1
         self.samples.append(sample)

@@ -26,13 +26,14 @@ from typing import Any
 import serial
 
 from firmware_bridge import protocol as p
-from firmware_bridge.clock import ClockMapping
+from firmware_bridge.clock import ClockJump, ClockMapping
 from firmware_bridge.protocol import McuState, MsgType, Result
 
 log = logging.getLogger(__name__)
 
 ENCODER_WINDOW = 400  # encoder samples kept (4 s at the default 10 ms stream period)
 READ_TIMEOUT_S = 0.02  # reader thread poll, so close() returns promptly
+PROBE_DELAY_S = 0.02  # an ENCODER sample this much later than the clock mapping expects triggers a heartbeat
 # An Arduino resets when its port is opened (DTR) and its bootloader listens for ~1-2 s before the firmware
 # answers, so connect() keeps saying HELLO this long.
 CONNECT_TIMEOUT_S = 3.0
@@ -161,6 +162,7 @@ class BridgeLink:
                 "heartbeat_failures",
                 "listener_errors",
                 "clock_jumps",
+                "clock_probes",
             ),
             0,
         )
@@ -169,6 +171,8 @@ class BridgeLink:
         self._stop = threading.Event()
         self._stop_heart = threading.Event()
         self._need_relink = threading.Event()
+        self._wake_heart = threading.Event()  # a relink, close() or a clock probe: do not wait for the period
+        self._last_probe_ts = 0.0
         self._reader: threading.Thread | None = None
         self._heart: threading.Thread | None = None
         self._failure: BridgeError | None = None
@@ -216,7 +220,7 @@ class BridgeLink:
         if self._port is None:
             return
         self._stop_heart.set()
-        self._need_relink.set()  # wakes the heartbeat thread
+        self._wake_heart.set()
         if self._heart is not None:
             self._heart.join(timeout=2)
             self._heart = None
@@ -342,7 +346,8 @@ class BridgeLink:
         self._fired_listeners.append(cb)
 
     def add_event_listener(self, cb: Callable[[str, dict[str, Any]], None]) -> None:
-        """cb(kind, detail) for "failsafe", "mcu_reset", "relinked", "heartbeat_failed"."""
+        """cb(kind, detail) for "failsafe", "mcu_reset", "relinked", "heartbeat_failed", and "clock_jump"
+        (detail: since, detected, shift_s as in ClockJump)."""
         self._event_listeners.append(cb)
 
     @property
@@ -376,10 +381,22 @@ class BridgeLink:
             self._enc_c.append(c)
         return t, c
 
-    def _add_clock_sample(self, t_send: float, t_recv: float, mcu_s: float, req_len: int, rep_len: int) -> None:
+    def _add_clock_sample(
+        self, t_send: float, t_recv: float, mcu_s: float, req_len: int, rep_len: int
+    ) -> ClockJump | None:
+        """Adds one round trip to the mapping; returns the jump it revealed, if any (emit it outside the lock)."""
         jumps = self._clock.jumps
         self._clock.add(t_send, t_recv, mcu_s, req_len, rep_len)
-        self._counters["clock_jumps"] += self._clock.jumps - jumps
+        if self._clock.jumps == jumps:
+            return None
+        self._counters["clock_jumps"] += 1
+        return self._clock.last_jump
+
+    def _emit_clock_jump(self, jump: ClockJump | None) -> None:
+        if jump is not None:
+            log.warning("the MCU clock moved %+.1f ms against the host's (detected %.0f ms after the last good "
+                        "sample)", jump.shift_s * 1e3, (jump.detected - jump.since) * 1e3)
+            self._emit("clock_jump", {"since": jump.since, "detected": jump.detected, "shift_s": jump.shift_s})
 
     def mcu_to_host(self, mcu_s: float) -> float:
         if self._clock.offset is None:
@@ -409,6 +426,16 @@ class BridgeLink:
                 return float(cs[j])
             speed = (cs[-1] - cs[k]) / (ts[-1] - ts[k]) if j else (cs[k] - cs[0]) / (ts[k] - ts[0])
             return cs[j] + speed * (t - ts[j])
+
+    def encoder_speed(self) -> float:
+        """Encoder ticks per second of the MCU's own clock, over its last ~100 ms of samples: unlike counts
+        at host times, it does not go through the clock mapping, so a clock jump does not disturb it."""
+        with self._sync_lock:
+            ts, cs = self._enc_t, self._enc_c
+            if len(ts) < 2:
+                return 0.0
+            k = min(bisect.bisect_left(ts, ts[-1] - 0.1), len(ts) - 2)
+            return (cs[-1] - cs[k]) / (ts[-1] - ts[k])
 
     # ---- internals: commands ---------------------------------------------------------------------------
     def _require_info(self) -> McuInfo:
@@ -502,7 +529,9 @@ class BridgeLink:
         self.info = McuInfo(f["proto"], f["fw_version"], f["queue_capacity"], f["gate_count"], f["reset_cause"])
         with self._sync_lock:
             mcu_s, _ = self._add_encoder_sample(f["mcu_us"], f["count"])
-            self._add_clock_sample(t_send, t_recv, mcu_s, n, len(p.encode(reply.type, reply.seq, reply.payload)))
+            jump = self._add_clock_sample(t_send, t_recv, mcu_s, n,
+                                          len(p.encode(reply.type, reply.seq, reply.payload)))
+        self._emit_clock_jump(jump)
         self.last_heartbeat_ts = t_recv
         self._link_gen += 1
         self._need_relink.clear()
@@ -516,21 +545,35 @@ class BridgeLink:
             log.warning("relinked to the MCU on %s (epoch %d)", self.url, self.epoch)
             self._emit("relinked", {"epoch": self.epoch})
 
-    def _heartbeat(self) -> tuple[dict[str, int], float]:
+    def _heartbeat(self, after_jump: bool = False) -> tuple[dict[str, int], float]:
         reply, t_send, t_recv, n = self._transact(MsgType.HEARTBEAT, b"")
         if reply.type != MsgType.HEARTBEAT_REPLY:
             raise BridgeRejected(f"the MCU answered HEARTBEAT with {reply.name}")
         f = reply.fields()
         with self._sync_lock:
             mcu_s, _ = self._add_encoder_sample(f["mcu_us"], f["count"])
-            self._add_clock_sample(t_send, t_recv, mcu_s, n, len(p.encode(reply.type, reply.seq, reply.payload)))
+            jump = self._add_clock_sample(t_send, t_recv, mcu_s, n,
+                                          len(p.encode(reply.type, reply.seq, reply.payload)))
+            offset = self._clock.offset
         self.last_heartbeat_ts = t_recv
         self._counters["heartbeats"] += 1
+        if jump is not None and not after_jump:
+            # The round trip that showed the jump may itself be a poor one (sent before a paused MCU stopped,
+            # answered after): its offset can be off by most of its round trip, for every frame until the next
+            # heartbeat. A clean round trip now puts the mapping right; the window of wrong mapping ends there.
+            try:
+                self._heartbeat(after_jump=True)
+                shift = (self._clock.offset or 0.0) - (offset or 0.0)
+                jump = ClockJump(jump.since, self.last_heartbeat_ts, jump.shift_s + shift)
+            except BridgeError as exc:
+                log.warning("no round trip after the clock jump: %s", exc)
+            self._emit_clock_jump(jump)
         return f, t_recv - t_send
 
     def _flag_relink(self) -> None:
         self._stale_gen = self._link_gen
         self._need_relink.set()
+        self._wake_heart.set()
 
     def _heartbeat_loop(self) -> None:
         next_t = time.monotonic()
@@ -552,7 +595,8 @@ class BridgeLink:
                 self._emit("heartbeat_failed", {"error": str(exc)})
             # heartbeat_s (100 ms): well inside the MCU's 500 ms fail-safe even with every retry spent
             next_t = max(next_t + self.heartbeat_s, time.monotonic())
-            self._need_relink.wait(max(0.0, next_t - time.monotonic()))
+            self._wake_heart.wait(max(0.0, next_t - time.monotonic()))
+            self._wake_heart.clear()
             if self._stop_heart.is_set():
                 return
 
@@ -618,7 +662,15 @@ class BridgeLink:
         elif f.type == MsgType.ENCODER:
             e = f.fields()
             with self._sync_lock:
-                self._add_encoder_sample(e["mcu_us"], e["count"])
+                mcu_s, _ = self._add_encoder_sample(e["mcu_us"], e["count"])
+                offset = self._clock.offset
+            # A sample that arrives long after the mapping says it was sent: the MCU's clock may have jumped (a
+            # paused simulator), or this thread was held up. A heartbeat now tells which, within milliseconds
+            # instead of at the next period: ejections decided meanwhile can still be withdrawn.
+            if offset is not None and rx_ts - (mcu_s + offset) > PROBE_DELAY_S and rx_ts - self._last_probe_ts > 0.05:
+                self._last_probe_ts = rx_ts
+                self._counters["clock_probes"] += 1
+                self._wake_heart.set()
         elif f.type == MsgType.FIRED:
             self._on_fired(f.fields())
         elif f.type == MsgType.FAILSAFE:

@@ -76,13 +76,15 @@ class McuSimulator:
         self._base_t = time.monotonic()
         self._base_count = 0.0
         self._speed = 0.0
+        self._paused_until = 0.0  # fault injection: the MCU and the belt stand still until then
         # the last fires (item, gate, target, actual), bounded: the demo runs this simulator for days
         self.fired_log: deque[tuple[int, int, int, int]] = deque(maxlen=LOG_DEPTH)
         self._boot(RESET_POWER_ON)
 
     # ---- encoder ---------------------------------------------------------------------------------------
     def _phys_at(self, t: float) -> float:
-        return self._base_count + self._speed * (t - self._base_t)
+        # before _base_t only while paused: the belt stands still
+        return self._base_count + self._speed * max(0.0, t - self._base_t)
 
     def _time_of_phys(self, count: int) -> float:
         if self._speed <= 0:
@@ -98,8 +100,9 @@ class McuSimulator:
         with self._lock:
             now = time.monotonic()
             self._process(now)
-            self._base_count = self._phys_at(now)
-            self._base_t = now
+            at = max(now, self._paused_until)  # a new speed set during a pause starts after it
+            self._base_count = self._phys_at(at)
+            self._base_t = at
             self._speed = float(ticks_per_s)
         self._wake()
 
@@ -181,6 +184,26 @@ class McuSimulator:
             "tx_dropped": 0,
         }
 
+    def pause(self, seconds: float) -> None:
+        """Fault injection: the MCU stops for `seconds`, its clock and the belt with it, while the host runs on;
+        afterwards its clock lags the host's by that much more. This is what a simulated MCU does when the
+        machine does not run it (the simavr harness pauses its world when it falls 20 ms behind). Frames the
+        host sends meanwhile wait in the pty, as on the UART."""
+        if not 0 < seconds <= 10:
+            raise ValueError("pause: seconds must be in (0, 10]")
+        with self._lock:
+            now = time.monotonic()
+            self._process(now)
+            until = now + seconds
+            self._base_count = self._phys_at(now)
+            self._base_t = until
+            self._boot_t += seconds
+            self._gate_until = {g: t + seconds for g, t in self._gate_until.items()}
+            self._next_stream += seconds
+            self._last_rx += seconds
+            self._paused_until = until
+        self._wake()
+
     def _mcu_us(self, t: float) -> int:
         return int((t - self._boot_t) * 1e6) & 0xFFFFFFFF
 
@@ -192,6 +215,10 @@ class McuSimulator:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            paused = self._paused_until - time.monotonic()
+            if paused > 0:
+                self._stop.wait(paused)
+                continue
             with self._lock:
                 now = time.monotonic()
                 # bytes already waiting in the pty reached a real MCU's UART in time: the host was not silent

@@ -186,6 +186,13 @@ class FirmwareSimulator:
         """Pulls the MCU's reset pin: the firmware reboots (queue lost, gates released, count from 0)."""
         self._send("reset")
 
+    def pause(self, seconds: float) -> None:
+        """Fault injection: the harness stops for `seconds` and then pauses the simulated world (MCU and belt)
+        by as much, as it does when a loaded machine does not run it; the MCU's clock then lags the host's."""
+        if not 0 < seconds <= 10:
+            raise ValueError("pause: seconds must be in (0, 10]")
+        self._send(f"pause {seconds:.6f}")
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:

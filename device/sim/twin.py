@@ -54,7 +54,8 @@ class TwinParams:
     speed_profile: str = ""  # "t1:v1,t2:v2": belt speed (m/s) from t seconds after start; 0 stops the belt
     stuck_gates: tuple[int, ...] = ()  # fault injection: these gates never move
     # fault injection on the host and MCU (T = s after start): "stall@T:S" (the sorting thread and serial writes
-    # stop), "freeze@T:S" (the whole host process stops: every thread, the in-process Python MCU too), "reset@T"
+    # stop), "freeze@T:S" (the whole host process stops: every thread, the in-process Python MCU too), "reset@T",
+    # "pause@T:S" (the MCU and the belt stop while the host runs on: a starved simulator; the MCU clock jumps)
     faults: str = ""
     grades: tuple[str, ...] = GRADES
 
@@ -86,15 +87,14 @@ class TwinParams:
 
     def fault_schedule(self) -> list[tuple[float, str, float]]:
         """[(at_s, kind, seconds)] from `faults`; kinds: 'stall' (the sorting thread and serial writes stop),
-        'freeze' (the whole process stops) and 'reset' (the MCU reboots)."""
+        'freeze' (the whole process stops), 'reset' (the MCU reboots) and 'pause' (the MCU and the belt stop)."""
         out = []
         for part in filter(None, self.faults.split(",")):
             kind, _, rest = part.partition("@")
             at, _, dur = rest.partition(":")
-            if kind not in ("stall", "freeze", "reset"):
-                raise ValueError(
-                    f"sim:// faults: unknown fault '{kind}' (known: stall@T:SECONDS, freeze@T:SECONDS, reset@T)"
-                )
+            if kind not in ("stall", "freeze", "reset", "pause"):
+                raise ValueError(f"sim:// faults: unknown fault '{kind}' "
+                                 "(known: stall@T:SECONDS, freeze@T:SECONDS, reset@T, pause@T:SECONDS)")
             out.append((float(at), kind, float(dur or 0.0)))
         return sorted(out)
 

@@ -23,6 +23,8 @@ FAULT_RUNS = {
     "host_stall": "faults=stall@6:0.8",
     "host_freeze": "faults=freeze@6:2.0",
     "mcu_reset": "faults=reset@8",
+    # the MCU and the belt stop while the host runs on, as a starved simulator does (30-100 ms, four times)
+    "mcu_pause": "faults=pause@4:0.03,pause@7:0.06,pause@10:0.1,pause@13:0.045",
 }
 
 
@@ -31,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speeds", default="0.5,1.5", help="belt speeds, m/s")
     p.add_argument("--rates", default="2,8", help="items per second")
     p.add_argument("--mcu", default="python,firmware", help="python and/or firmware (simavr)")
-    p.add_argument("--faults", default="stuck_gate,host_stall,host_freeze,mcu_reset",
+    p.add_argument("--faults", default="stuck_gate,host_stall,host_freeze,mcu_reset,mcu_pause",
                    help=f"fault runs at the first speed and rate ({', '.join(FAULT_RUNS)}; '' for none)")
     p.add_argument("--bundle", type=Path, help="model bundle (default: the demo bundle)")
     p.add_argument("--seed", type=int, default=1)
@@ -80,6 +82,10 @@ def _row(report: dict[str, Any], **key: Any) -> dict[str, Any]:
         # the MCU's clock jumped against the host's: a simulator that fell behind real time (a starved VM); the
         # count-to-time mapping restarts each time, and positions measured across a jump are off
         "clock_jumps": report.get("link", {}).get("clock_jumps", 0),
+        # what the sorter did about them: ejections decided from such positions cancelled, and queued again once
+        # the item was seen where it is (device/sorting/clock_guard.py)
+        "ejections_withdrawn": report.get("ejections", {}).get("withdrawn", 0),
+        "ejections_requeued": report.get("ejections", {}).get("requeued", 0),
     }
 
 

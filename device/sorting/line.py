@@ -199,6 +199,10 @@ class SortingLine:
             elif kind == "reset" and self.mcu_sim is not None:
                 self._alarm("fault_injected", "MCU reset")
                 self.mcu_sim.reset()
+            elif kind == "pause" and self.mcu_sim is not None:
+                # the MCU's clock and the belt stop; the host finds out from the next heartbeat (a clock jump)
+                self._alarm("fault_injected", f"MCU and belt paused for {seconds:.3f} s")
+                self.mcu_sim.pause(seconds)
 
     # -- running ----------------------------------------------------------------------------------------
     def _consume(self, frame: Frame, result: Any, times: Any = None) -> None:

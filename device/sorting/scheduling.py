@@ -39,12 +39,15 @@ class EjectionStats:
     failed: int = 0  # the link gave up after its retries
     missed: int = 0
     late_reports: int = 0  # FIRED arrived after the ejection had been counted missed (a slow host)
+    withdrawn: int = 0  # cancelled on the MCU: decided from a position found wrong (a clock jump)
+    requeued: int = 0  # queued again once the item's position was trusted (also counted in queued)
     fire_errors: list[int] = field(default_factory=list)  # actual - target counts
 
     def as_dict(self) -> dict[str, object]:
         return {
             "queued": self.queued, "fired": self.fired, "late": self.late, "full": self.full,
             "failed": self.failed, "missed": self.missed, "late_reports": self.late_reports,
+            "withdrawn": self.withdrawn, "requeued": self.requeued,
         }
 
 
@@ -105,6 +108,27 @@ class EjectionScheduler:
             self.stats.full += 1
             self.alarm("eject_full", f"item {item_id}: the MCU's ejection queue is full", item=item_id)
         return answer
+
+    def withdraw(self, item_id: int) -> Pending | None:
+        """CANCEL a pending ejection on the MCU; the Pending if it is withdrawn, None if there was none or the
+        MCU no longer had it (it has fired: its FIRED report settles it as usual)."""
+        from firmware_bridge.link import BridgeError  # light: pure Python, no hardware
+
+        with self._lock:
+            p = self.pending.get(item_id)
+        if p is None:
+            return None
+        try:
+            cancelled = self.link.cancel(item_id)
+        except BridgeError as exc:
+            self.alarm("eject_cancel_failed", f"item {item_id}: CANCEL of gate {p.gate} failed: {exc}", item=item_id)
+            return None
+        if not cancelled:
+            return None
+        with self._lock:
+            self.pending.pop(item_id, None)
+        self.stats.withdrawn += 1
+        return p
 
     def _on_fired(self, ev) -> None:
         with self._lock:

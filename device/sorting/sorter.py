@@ -3,7 +3,7 @@
     frame ─▶ SortingTask.prepare: find items (colour + components), fixed-scale crops ─▶ NCHW batch
           ─▶ backend.infer ─▶ SortingTask.finish: softmax per crop
           ─▶ Sorter.consume: encoder count at capture time ─▶ belt coordinates ─▶ Tracker
-                 ─▶ a confirmed track crossing the decision line: decide() once
+                 ─▶ a confirmed track crossing the decision line, its position trusted: decide() once
                  ─▶ gate? QUEUE_EJECT on the encoder (EjectionScheduler) : default bin
                  ─▶ ItemOutcome to listeners (MQTT item event, the twin's report)
 """
@@ -25,6 +25,7 @@ from device.config import DeviceConfig
 from device.frames import Frame
 from device.postprocess import softmax
 from device.preprocess import Preprocessor
+from device.sorting.clock_guard import ClockGuard
 from device.sorting.decision import AMBIGUOUS, UNCERTAIN, Decision, decide
 from device.sorting.locate import Blob, locate
 from device.sorting.scheduling import EjectionScheduler
@@ -121,6 +122,8 @@ class Sorter:
         # the new count, so tracks are dropped (their items go to the default bin) and older frames skipped.
         self._epoch = getattr(link, "epoch", 0)
         self._reset_ts = 0.0
+        self.clock_guard = ClockGuard()
+        self.frames_uncertain = 0  # frames placed through a broken clock mapping
         if hasattr(link, "add_event_listener"):
             link.add_event_listener(self._on_link_event)
 
@@ -132,6 +135,8 @@ class Sorter:
     def _on_link_event(self, kind: str, detail: dict[str, Any]) -> None:
         if kind == "mcu_reset":
             self._reset_ts = time.monotonic()
+        elif kind == "clock_jump":
+            self.clock_guard.report(detail["since"], detail["detected"], detail["shift_s"])
 
     def consume(self, frame: Frame, result: list[tuple[Blob, Any]], times: object = None) -> None:
         with self.host_lock:
@@ -150,26 +155,61 @@ class Sorter:
         if frame.capture_ts <= self._reset_ts:
             self.frames_skipped_reset += 1
             return
+        self._after_clock_jumps()
+        uncertain = self.clock_guard.uncertainty_mm(frame.capture_ts)
+        self.frames_uncertain += uncertain > 0
         count = self.link.encoder_count_at(frame.capture_ts)
         belt_mm = count / self.tpm
         half_w = frame.image.shape[1] / 2
         dets = [
-            Detection((b.cx - half_w) * self.mm_per_px - belt_mm, b.cy * self.mm_per_px, p, frame.view, b.ambiguous)
+            Detection((b.cx - half_w) * self.mm_per_px - belt_mm, b.cy * self.mm_per_px, p, frame.view, b.ambiguous,
+                      uncertain)
             for b, p in result
         ]
         self.tracker.update(dets, belt_mm, frame.capture_ts, self.views)
         line = self.cfg.line.decision_line_mm
         due = []
         for t in list(self.tracker.tracks.values()):
-            if t.decided or not self.tracker.confirmed(t):
+            if t.requeue_gate is not None and t.uncertainty_mm == 0.0:
+                self._requeue(t, t.requeue_gate, frame.capture_ts)
+            if t.decided or not self.tracker.confirmed(t) or t.uncertainty_mm > 0.0:
                 continue
             x_mm = t.predict(belt_mm) + belt_mm
             if x_mm >= line:
                 t.decided = True
+                t.decided_from_ts = t.last_capture_ts
                 due.append((t, x_mm))
         if due:
             self._decide(due, frame)
         self.scheduler.reconcile(self.link.encoder_count_at(time.monotonic()))
+
+    def _after_clock_jumps(self) -> None:
+        """Withdraw what was decided from positions a clock jump made wrong; mark the tracks uncertain."""
+        if not self.clock_guard.pending():
+            return
+        mm_per_s = self.link.encoder_speed() / self.tpm
+        for w in self.clock_guard.take(mm_per_s):
+            hit = [t for t in self.tracker.tracks.values() if w.covers(t.last_capture_ts)]
+            log.warning("MCU clock jumped %+.1f ms: %d tracks placed up to %.0f mm off", w.shift_s * 1e3, len(hit),
+                        w.error_mm)
+            for t in hit:
+                t.uncertainty_mm = max(t.uncertainty_mm, w.error_mm)
+                if t.decided and w.covers(t.decided_from_ts):
+                    withdrawn = self.scheduler.withdraw(t.id)
+                    if withdrawn is not None:
+                        t.requeue_gate = withdrawn.gate
+
+    def _requeue(self, track: Track, gate: int, capture_ts: float) -> None:
+        """Queue a withdrawn ejection again at the item's trusted position (or leave it to the default bin)."""
+        track.requeue_gate = None
+        speed = self.ticks_per_s(capture_ts)
+        if self._neighbour_in_sweep(track, gate, speed):
+            log.warning("item %s: not queued again, a neighbour is in the pusher's sweep", track.id)
+            return
+        target = self.gate_distance(gate) - self.belt_at_gate(track, gate)
+        answer = self.scheduler.schedule_many([(track.id, target, gate)], speed, epoch=self._epoch)[0]
+        if answer == "queued":
+            self.scheduler.stats.requeued += 1
 
     def _decide(self, due: list[tuple[Track, float]], frame: Frame) -> None:
         """Decide every track of this frame that reached the decision line; their ejections are queued together
@@ -226,7 +266,8 @@ class Sorter:
         room = self.clearance_mm(ticks_per_s, gate)
         b = self.belt_at_gate(track, gate)
         g = self.gate_distance(gate)
-        return any(abs(o.predict(b) + b - g) < room for o in self.tracker.tracks.values() if o.id != track.id)
+        return any(abs(o.predict(b) + b - g) < room + o.uncertainty_mm
+                   for o in self.tracker.tracks.values() if o.id != track.id)
 
     def snapshot(self) -> dict[str, Any]:
         """Pure numbers for telemetry: counts per grade, reject rate, latency, ejection stats."""
@@ -241,4 +282,6 @@ class Sorter:
                                     "p99": round(float(np.percentile(lat, 99)), 2)},
             "ejections": self.scheduler.stats.as_dict(),
             "tracks_dropped_undecided": self.tracker.dropped_undecided,
+            "clock_jumps": self.clock_guard.jumps,
+            "frames_uncertain": self.frames_uncertain,
         }

@@ -4,6 +4,12 @@ Positions are kept in belt coordinates: u = x - count / ticks_per_mm, where x is
 from the camera axis and count the encoder count at the frame's capture time. An item that rides the belt
 keeps a constant u whatever the belt speed (stops included), so matching is a nearest-neighbour search on u.
 An item that slips drifts in u; each track keeps a drift rate per mm of belt travel to predict it.
+
+A position can be known to be uncertain: a frame captured while the MCU's clock jumped against the host's was
+placed on the belt with the wrong encoder count (see device/sorting/clock_guard.py). Such a detection, and a
+track whose latest position came from one, carry `uncertainty_mm`; the next trustworthy detection clears it.
+Matching does not widen for it: with errors of 50-150 mm (a 100 ms jump at 0.5-1.5 m/s) a wider window takes
+a neighbour's detection, while a track that splits instead only costs the item its earlier frames.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ class Detection:
     probs: np.ndarray | None  # class probabilities, None when the item was only partly in view
     view: int = 0
     ambiguous: bool = False  # the locator could not separate it from a touching item
+    uncertainty_mm: float = 0.0  # how far u may be off (its frame was placed through a broken clock mapping)
 
 
 @dataclass
@@ -45,6 +52,9 @@ class Track:
     first_complete: tuple[float, float] | None = None  # (u, belt_mm) of the first whole view: slip baseline
     view_sums: dict[int, tuple[np.ndarray, int]] = field(default_factory=dict)
     ambiguous: bool = False
+    uncertainty_mm: float = 0.0  # how far u may be off: that of the detection it came from (0: trusted)
+    decided_from_ts: float = 0.0  # capture time of the position the decision used
+    requeue_gate: int | None = None  # its ejection was withdrawn (a clock jump); queue again once u is trusted
 
     def predict(self, belt_mm: float) -> float:
         return self.u_mm + self.drift * (belt_mm - self.belt_mm)
@@ -92,9 +102,10 @@ class Tracker:
         for di, d in enumerate(detections):
             if di not in used_d:
                 t = Track(next(self._ids), d.u_mm, d.y_mm, belt_mm, capture_ts, last_capture_ts=capture_ts,
-                          ambiguous=d.ambiguous)
+                          ambiguous=d.ambiguous, uncertainty_mm=d.uncertainty_mm)
                 if d.probs is not None:
-                    t.first_complete = (d.u_mm, belt_mm)
+                    if d.uncertainty_mm == 0.0:
+                        t.first_complete = (d.u_mm, belt_mm)
                     if not d.ambiguous:
                         t.add_probs(d.probs, d.view)
                 self.tracks[t.id] = t
@@ -112,7 +123,8 @@ class Tracker:
         return dropped
 
     def _hit(self, t: Track, d: Detection, belt_mm: float, capture_ts: float) -> None:
-        if d.probs is not None:  # a whole view: its centre is unbiased (an edge sliver's is not)
+        # a whole view's centre is unbiased (an edge sliver's is not); an uncertain one would fake a slip
+        if d.probs is not None and d.uncertainty_mm == 0.0:
             if t.first_complete is None:
                 t.first_complete = (d.u_mm, belt_mm)
             else:
@@ -121,6 +133,7 @@ class Tracker:
                     rate = (d.u_mm - u0) / (belt_mm - b0)  # a long baseline keeps pixel noise out of the rate
                     t.drift = float(np.clip(rate, -0.9, 0.0)) if rate < -DRIFT_DEADBAND else 0.0
         t.u_mm, t.y_mm, t.belt_mm = d.u_mm, d.y_mm, belt_mm
+        t.uncertainty_mm = d.uncertainty_mm
         t.hits += 1
         t.misses = 0
         t.last_capture_ts = capture_ts

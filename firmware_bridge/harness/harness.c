@@ -9,7 +9,9 @@
  *   the host reads at any time without asking.
  * - Every change of a gate pin (PD4..PD7 = gates 0..3, PB0..PB3 = gates 4..7) prints
  *   "G <cycle> <gate> <0|1> <count>" on stdout, with the count of encoder edges at that cycle.
- * - stdin takes one command per line: "speed <ticks/s>", "reset" (the MCU's reset pin), "quit".
+ * - stdin takes one command per line: "speed <ticks/s>", "reset" (the MCU's reset pin), "quit", and
+ *   "pause <seconds>" (fault injection: the harness stops for that long, as when the OS does not run it; the
+ *   pacing below then pauses the simulated world, so the MCU's clock lags the host's by that much more).
  * - Other stdout lines: "PTY <path>", "READY", "R <cycle> <count>" after a reset, "STATS ..." at the end.
  *   simavr's own chatter goes to stderr.
  *
@@ -228,6 +230,10 @@ static int command(char *line) {
         mcu_reset(0x02); /* EXTRF */
     } else if (!strcmp(line, "quit")) {
         return 1;
+    } else if (!strncmp(line, "pause ", 6)) {
+        double s = atof(line + 6);
+        if (s > 0 && s <= 10)
+            usleep((useconds_t)(s * 1e6));
     } else if (line[0]) {
         fprintf(stderr, "harness: unknown command '%s'\n", line);
     }

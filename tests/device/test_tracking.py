@@ -84,3 +84,26 @@ def test_a_track_that_was_ever_ambiguous_goes_to_the_default_bin():
     tr.update([Detection(0, 160, onehot(2), ambiguous=True)], 1, 0.03)
     d = decide(next(iter(tr.tracks.values())), LABELS, SortingConfig())
     assert (d.grade, d.gate) == (AMBIGUOUS, None)
+
+
+def test_an_uncertain_position_is_kept_apart_until_a_trusted_one_clears_it():
+    """A frame placed through a broken clock mapping: its positions mark the tracks uncertain (the sorter does not
+    decide on them) and give no slip baseline; the next trusted detection clears the mark."""
+    tr = Tracker(confirm_frames=2, drop_frames=4)
+    items_u = [-124.0, -62.0, 0.0]
+    tr.update([Detection(u, 160, onehot(2)) for u in items_u], 0.0, 0.0)
+    ids = {round(t.u_mm): t.id for t in tr.tracks.values()}
+    tr.update([Detection(u - 10.0, 160, onehot(2), uncertainty_mm=30.0) for u in items_u], 10.0, 0.033)
+    assert len(tr.tracks) == 3 and all(t.uncertainty_mm == 30.0 for t in tr.tracks.values())
+    tr.update([Detection(u, 160, onehot(2)) for u in items_u], 120.0, 0.066)
+    assert {round(t.u_mm): t.id for t in tr.tracks.values()} == ids
+    # the slip baseline is the first trusted view: 120 mm of belt with no drift, not 10 mm "lost" in the jump
+    assert all(t.hits == 3 and t.uncertainty_mm == 0.0 and t.drift == 0.0 for t in tr.tracks.values())
+
+
+def test_matching_does_not_widen_for_uncertain_positions():
+    """A 50 mm placement error must not let a track take its neighbour's detection: the track splits instead."""
+    tr = Tracker(confirm_frames=2, drop_frames=4)
+    tr.update([Detection(0.0, 160, onehot(2), uncertainty_mm=50.0)], 0.0, 0.0)
+    tr.update([Detection(-45.0, 160, onehot(2))], 10.0, 0.033)
+    assert len(tr.tracks) == 2

@@ -36,3 +36,9 @@ def test_a_clock_jump_restarts_the_mapping() -> None:
     # the MCU's clock jumped back by a second (a reboot the host has not seen yet): no old sample can agree
     assert round_trip(clock, 0.6, 0.002, 0.5, TRUE_OFFSET + 1.0) == pytest.approx(TRUE_OFFSET + 1.0, abs=1e-6)
     assert clock.jumps == 1 and len(clock.samples) == 1
+    # the jump happened after the MCU answered the last agreeing round trip (sent at 0.4): host times mapped
+    # from then until this answer may be off by the shift
+    assert clock.last_jump is not None
+    assert clock.last_jump.since == pytest.approx(0.4)
+    assert clock.last_jump.detected == pytest.approx(0.602)
+    assert clock.last_jump.shift_s == pytest.approx(1.0, abs=1e-6)
