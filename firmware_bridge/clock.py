@@ -19,6 +19,7 @@ from dataclasses import dataclass
 WINDOW_S = 10.0  # samples older than this are dropped
 # How fast the MCU's clock may drift from ours: a ceramic resonator's tolerance (0.5%; a crystal is 50 ppm).
 MAX_SKEW = 0.005
+PAUSES_KEPT = 16  # located pauses remembered for mapping older host times (10 s of frames at most matter)
 JUMP_S = 0.001  # beyond the round trips' uncertainty: the MCU clock jumped (a reboot not yet seen, a paused sim)
 
 
@@ -31,6 +32,17 @@ class ClockJump:
     since: float
     detected: float
     shift_s: float
+    offset_before: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClockPause:
+    """The MCU's clock stood still at MCU time `mcu_s` (a paused simulator, a stalled MCU) while the host's ran
+    on: from host time mcu_s + offset_before to mcu_s + offset_after."""
+
+    mcu_s: float
+    offset_before: float
+    offset_after: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,30 @@ class ClockMapping:
         self.offset: float | None = None
         self.jumps = 0
         self.last_jump: ClockJump | None = None
+        self.pauses: deque[ClockPause] = deque(maxlen=PAUSES_KEPT)
+
+    def to_host(self, mcu_s: float) -> float:
+        """The host time of MCU time mcu_s: the inverse of to_mcu (the offset that held at that MCU time)."""
+        assert self.offset is not None
+        off = self.offset
+        for pause in reversed(self.pauses):
+            if mcu_s >= pause.mcu_s:
+                return mcu_s + off
+            off = pause.offset_before
+        return mcu_s + off
+
+    def to_mcu(self, host_ts: float) -> float:
+        """The MCU's clock at host time host_ts: through the current offset, or, for a time before a located
+        pause ended, through the offset that held then (and the MCU's frozen clock during the pause)."""
+        assert self.offset is not None
+        off = self.offset
+        for pause in reversed(self.pauses):
+            if host_ts - off >= pause.mcu_s:
+                return host_ts - off  # after this pause
+            if host_ts - pause.offset_before >= pause.mcu_s:
+                return pause.mcu_s  # during it: the MCU's clock stood still
+            off = pause.offset_before
+        return host_ts - off
 
     def best(self, now: float) -> ClockSample | None:
         return min(self.samples, key=lambda s: s.error_bound(now), default=None)
@@ -68,7 +104,7 @@ class ClockMapping:
             # jumped against ours: start afresh. It jumped after the newest sample's MCU read, which came after
             # that sample's send.
             newest = self.samples[-1]
-            self.last_jump = ClockJump(newest.host_rx - newest.rtt, t_recv, sample.offset - best.offset)
+            self.last_jump = ClockJump(newest.host_rx - newest.rtt, t_recv, sample.offset - best.offset, best.offset)
             self.samples.clear()
             self.jumps += 1
         self.samples.append(sample)

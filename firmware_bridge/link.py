@@ -26,7 +26,7 @@ from typing import Any
 import serial
 
 from firmware_bridge import protocol as p
-from firmware_bridge.clock import ClockJump, ClockMapping
+from firmware_bridge.clock import ClockJump, ClockMapping, ClockPause
 from firmware_bridge.protocol import McuState, MsgType, Result
 
 log = logging.getLogger(__name__)
@@ -372,14 +372,36 @@ class BridgeLink:
             self._clock = ClockMapping()  # host time <-> MCU time, from the heartbeat round trips
             self._enc_t: deque[float] = deque(maxlen=ENCODER_WINDOW)  # MCU seconds
             self._enc_c: deque[int] = deque(maxlen=ENCODER_WINDOW)
+            self._enc_rx: deque[float] = deque(maxlen=ENCODER_WINDOW)  # host time each sample was received
 
-    def _add_encoder_sample(self, mcu_us: int, count: int) -> tuple[float, int]:
+    def _add_encoder_sample(self, mcu_us: int, count: int, rx_ts: float) -> tuple[float, int]:
         t = self._us(mcu_us) / 1e6
         c = self._cnt(count)
         if not self._enc_t or t > self._enc_t[-1]:
             self._enc_t.append(t)
             self._enc_c.append(c)
+            self._enc_rx.append(rx_ts)
         return t, c
+
+    def _locate_pause(self, jump: ClockJump, margin_s: float) -> bool:
+        """After a clock jump that put the MCU behind (a pause), find when its clock stopped, so that host times
+        before the pause keep the old offset (encoder_count_at then places every frame right, in hindsight).
+        A sample received earlier than the new offset says it was sent must have been sent before the pause;
+        the latest such one and the next sample bracket the stop within a stream period (10 ms); the midpoint is
+        taken, so a host time near the stop maps at most half a period off. True if located."""
+        if jump.shift_s <= 0:
+            return False
+        with self._sync_lock:
+            new = self._clock.offset
+            assert new is not None
+            before = [m for m, r in zip(self._enc_t, self._enc_rx, strict=True) if r < m + new - margin_s]
+            if not before:
+                return False
+            last = max(before)
+            later = [m for m in self._enc_t if m > last]
+            stop = (last + min(later)) / 2 if later else last
+            self._clock.pauses.append(ClockPause(stop, jump.offset_before, new))
+        return True
 
     def _add_clock_sample(
         self, t_send: float, t_recv: float, mcu_s: float, req_len: int, rep_len: int
@@ -392,16 +414,18 @@ class BridgeLink:
         self._counters["clock_jumps"] += 1
         return self._clock.last_jump
 
-    def _emit_clock_jump(self, jump: ClockJump | None) -> None:
+    def _emit_clock_jump(self, jump: ClockJump | None, located: bool = False) -> None:
         if jump is not None:
             log.warning("the MCU clock moved %+.1f ms against the host's (detected %.0f ms after the last good "
-                        "sample)", jump.shift_s * 1e3, (jump.detected - jump.since) * 1e3)
-            self._emit("clock_jump", {"since": jump.since, "detected": jump.detected, "shift_s": jump.shift_s})
+                        "sample)%s", jump.shift_s * 1e3, (jump.detected - jump.since) * 1e3,
+                        "; pause located, earlier host times re-mapped" if located else "")
+            self._emit("clock_jump", {"since": jump.since, "detected": jump.detected, "shift_s": jump.shift_s,
+                                      "located": located})
 
     def mcu_to_host(self, mcu_s: float) -> float:
         if self._clock.offset is None:
             raise BridgeError("no clock sample from the MCU yet")
-        return mcu_s + self._clock.offset
+        return self._clock.to_host(mcu_s)
 
     def encoder_count_at(self, host_ts: float) -> float:
         """The MCU encoder count at host time.monotonic() host_ts (interpolated, or extrapolated from the
@@ -409,7 +433,7 @@ class BridgeLink:
         with self._sync_lock:
             if self._clock.offset is None or not self._enc_t:
                 raise BridgeError("no encoder samples from the MCU yet")
-            t = host_ts - self._clock.offset
+            t = self._clock.to_mcu(host_ts)
             if t < 0:
                 raise BridgeReset("that time precedes the MCU's last boot, so its encoder count is unknown")
             ts, cs = self._enc_t, self._enc_c
@@ -528,7 +552,7 @@ class BridgeLink:
             raise BridgeRejected(f"the MCU speaks protocol {f['proto']}, this host {p.PROTOCOL_VERSION}")
         self.info = McuInfo(f["proto"], f["fw_version"], f["queue_capacity"], f["gate_count"], f["reset_cause"])
         with self._sync_lock:
-            mcu_s, _ = self._add_encoder_sample(f["mcu_us"], f["count"])
+            mcu_s, _ = self._add_encoder_sample(f["mcu_us"], f["count"], t_recv)
             jump = self._add_clock_sample(t_send, t_recv, mcu_s, n,
                                           len(p.encode(reply.type, reply.seq, reply.payload)))
         self._emit_clock_jump(jump)
@@ -551,7 +575,7 @@ class BridgeLink:
             raise BridgeRejected(f"the MCU answered HEARTBEAT with {reply.name}")
         f = reply.fields()
         with self._sync_lock:
-            mcu_s, _ = self._add_encoder_sample(f["mcu_us"], f["count"])
+            mcu_s, _ = self._add_encoder_sample(f["mcu_us"], f["count"], t_recv)
             jump = self._add_clock_sample(t_send, t_recv, mcu_s, n,
                                           len(p.encode(reply.type, reply.seq, reply.payload)))
             offset = self._clock.offset
@@ -561,13 +585,15 @@ class BridgeLink:
             # The round trip that showed the jump may itself be a poor one (sent before a paused MCU stopped,
             # answered after): its offset can be off by most of its round trip, for every frame until the next
             # heartbeat. A clean round trip now puts the mapping right; the window of wrong mapping ends there.
+            located = False
             try:
-                self._heartbeat(after_jump=True)
+                _, rtt = self._heartbeat(after_jump=True)
                 shift = (self._clock.offset or 0.0) - (offset or 0.0)
-                jump = ClockJump(jump.since, self.last_heartbeat_ts, jump.shift_s + shift)
+                jump = ClockJump(jump.since, self.last_heartbeat_ts, jump.shift_s + shift, jump.offset_before)
+                located = self._locate_pause(jump, margin_s=rtt + 0.001)
             except BridgeError as exc:
                 log.warning("no round trip after the clock jump: %s", exc)
-            self._emit_clock_jump(jump)
+            self._emit_clock_jump(jump, located)
         return f, t_recv - t_send
 
     def _flag_relink(self) -> None:
@@ -662,7 +688,7 @@ class BridgeLink:
         elif f.type == MsgType.ENCODER:
             e = f.fields()
             with self._sync_lock:
-                mcu_s, _ = self._add_encoder_sample(e["mcu_us"], e["count"])
+                mcu_s, _ = self._add_encoder_sample(e["mcu_us"], e["count"], rx_ts)
                 offset = self._clock.offset
             # A sample that arrives long after the mapping says it was sent: the MCU's clock may have jumped (a
             # paused simulator), or this thread was held up. A heartbeat now tells which, within milliseconds
@@ -685,7 +711,7 @@ class BridgeLink:
             target = self._cnt.near(e["target"])
             actual = self._cnt.near(e["actual"])
             mcu_s = self._us.near(e["mcu_us"]) / 1e6
-            host_ts = mcu_s + self._clock.offset if self._clock.offset is not None else time.monotonic()
+            host_ts = self._clock.to_host(mcu_s) if self._clock.offset is not None else time.monotonic()
         ev = FiredEvent(e["item_id"], e["gate"], target, actual, host_ts)
         for cb in self._fired_listeners:
             try:

@@ -7,9 +7,12 @@ shows the jump, up to 100 ms later. Every frame captured in between may be place
 during the shift, and an ejection decided from one may fire on a neighbour.
 
 The link reports each jump with its window: since (the last round trip that agreed) and detected, and the
-shift. This guard turns them into a distance in mm at the belt's speed and answers, per capture time, how far
-its position may be off. The sorter withdraws the ejections decided from such positions and takes the
-positions for what they are: uncertain (device/sorting/tracking.py).
+shift. Mostly it also locates the pause (when the MCU's clock stopped, from the ENCODER stream) and from then on
+maps every host time right, earlier ones included: the sorter then re-places the tracks last seen in the
+window and queues their ejections again at once. A jump it could not locate leaves the positions in the window
+uncertain: this guard turns it into a distance in mm at the belt's speed and answers, per capture time, how far
+a position may be off; the sorter withdraws the ejections decided from such positions and decides no track on
+one (device/sorting/tracking.py).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class JumpWindow:
     since: float  # host time.monotonic(): the first capture time that may be placed wrong
     detected: float  # the last: frames captured after it are placed with the corrected mapping
     shift_s: float  # how far the MCU clock moved against the host's (host - MCU offset, new minus old)
+    located: bool = False  # the link found when the MCU's clock stopped: times in the window now map right
     error_mm: float = 0.0  # |shift| at the belt's speed: how far a position in the window may be off
 
     def covers(self, capture_ts: float) -> bool:
@@ -42,10 +46,10 @@ class ClockGuard:
         self.windows: list[JumpWindow] = []  # measured; the sorter thread's only
         self.jumps = 0
 
-    def report(self, since: float, detected: float, shift_s: float) -> None:
+    def report(self, since: float, detected: float, shift_s: float, located: bool = False) -> None:
         """From the link's event listener: one ClockJump."""
         with self._lock:
-            self._reported.append(JumpWindow(since, detected, shift_s))
+            self._reported.append(JumpWindow(since, detected, shift_s, located))
 
     def pending(self) -> bool:
         """Jumps reported and not yet taken (cheap: checked on every frame)."""
@@ -57,10 +61,11 @@ class ClockGuard:
         with self._lock:
             new, self._reported = list(self._reported), deque()
         self.jumps += len(new)
-        measured = [JumpWindow(w.since, w.detected, w.shift_s, abs(w.shift_s) * belt_mm_per_s) for w in new]
+        measured = [JumpWindow(w.since, w.detected, w.shift_s, w.located, abs(w.shift_s) * belt_mm_per_s)
+                    for w in new]
         measured = [w for w in measured if w.error_mm >= MIN_ERROR_MM]
-        self.windows.extend(measured)
-        if measured:
+        self.windows.extend(w for w in measured if not w.located)
+        if self.windows:
             newest = max(w.detected for w in self.windows)
             self.windows = [w for w in self.windows if w.detected > newest - KEEP_S]
         return measured

@@ -136,7 +136,8 @@ class Sorter:
         if kind == "mcu_reset":
             self._reset_ts = time.monotonic()
         elif kind == "clock_jump":
-            self.clock_guard.report(detail["since"], detail["detected"], detail["shift_s"])
+            self.clock_guard.report(detail["since"], detail["detected"], detail["shift_s"],
+                                    bool(detail.get("located", False)))
 
     def consume(self, frame: Frame, result: list[tuple[Blob, Any]], times: object = None) -> None:
         with self.host_lock:
@@ -184,20 +185,36 @@ class Sorter:
         self.scheduler.reconcile(self.link.encoder_count_at(time.monotonic()))
 
     def _after_clock_jumps(self) -> None:
-        """Withdraw what was decided from positions a clock jump made wrong; mark the tracks uncertain."""
+        """Re-place the tracks a located clock jump had placed wrong, and queue their ejections again; for one
+        not located, withdraw what was decided from positions in its window and mark the tracks uncertain."""
         if not self.clock_guard.pending():
             return
         mm_per_s = self.link.encoder_speed() / self.tpm
         for w in self.clock_guard.take(mm_per_s):
             hit = [t for t in self.tracker.tracks.values() if w.covers(t.last_capture_ts)]
-            log.warning("MCU clock jumped %+.1f ms: %d tracks placed up to %.0f mm off", w.shift_s * 1e3, len(hit),
-                        w.error_mm)
+            log.warning("MCU clock jumped %+.1f ms: %d tracks placed up to %.0f mm off, %s", w.shift_s * 1e3,
+                        len(hit), w.error_mm, "re-placed" if w.located else "now uncertain")
+            if w.located:
+                for t in hit:
+                    self._replace(t, w.covers(t.decided_from_ts))
+                continue
             for t in hit:
                 t.uncertainty_mm = max(t.uncertainty_mm, w.error_mm)
                 if t.decided and w.covers(t.decided_from_ts):
                     withdrawn = self.scheduler.withdraw(t.id)
                     if withdrawn is not None:
                         t.requeue_gate = withdrawn.gate
+
+    def _replace(self, t: Track, decided_in_window: bool) -> None:
+        """The link now maps the track's last capture time right: move it to where that frame really saw it
+        (u = x - belt, so u shifts by the change in belt travel), and queue its ejection again from there."""
+        belt = self.link.encoder_count_at(t.last_capture_ts) / self.tpm
+        t.u_mm += t.belt_mm - belt
+        t.belt_mm = belt
+        if t.decided and decided_in_window:
+            withdrawn = self.scheduler.withdraw(t.id)
+            if withdrawn is not None:
+                self._requeue(t, withdrawn.gate, t.last_capture_ts)
 
     def _requeue(self, track: Track, gate: int, capture_ts: float) -> None:
         """Queue a withdrawn ejection again at the item's trusted position (or leave it to the default bin)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from firmware_bridge.clock import MAX_SKEW, ClockMapping
+from firmware_bridge.clock import MAX_SKEW, ClockMapping, ClockPause
 
 TRUE_OFFSET = 100.0  # host - MCU seconds
 
@@ -42,3 +42,18 @@ def test_a_clock_jump_restarts_the_mapping() -> None:
     assert clock.last_jump.since == pytest.approx(0.4)
     assert clock.last_jump.detected == pytest.approx(0.602)
     assert clock.last_jump.shift_s == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_located_pause_maps_host_times_before_during_and_after_it() -> None:
+    """The MCU's clock stood still at MCU time 10 s for 0.1 s of host time: host times before keep the old
+    offset, times in the pause read the frozen clock, later ones the new offset; to_host inverts it."""
+    clock = ClockMapping()
+    round_trip(clock, 0.0, 0.001, 0.5, TRUE_OFFSET)
+    round_trip(clock, 0.5, 0.001, 0.5, TRUE_OFFSET + 0.1)  # the jump: 0.1 s behind
+    clock.pauses.append(ClockPause(10.0, TRUE_OFFSET, TRUE_OFFSET + 0.1))
+    start = 10.0 + TRUE_OFFSET  # host time the MCU stopped
+    assert clock.to_mcu(start - 0.05) == pytest.approx(9.95)
+    assert clock.to_mcu(start + 0.05) == pytest.approx(10.0)
+    assert clock.to_mcu(start + 0.15) == pytest.approx(10.05)
+    assert clock.to_host(9.95) == pytest.approx(start - 0.05)
+    assert clock.to_host(10.05) == pytest.approx(start + 0.15)
