@@ -130,3 +130,54 @@ class BeltBackground:
             return img
         plus, minus = self.noise[index % len(self.noise)]
         return cv2.subtract(cv2.add(img, plus), minus)
+
+
+@dataclass(frozen=True, slots=True)
+class Sprite:
+    """One item drawn once, off the belt, for pasting into every frame it appears in: drawing a cucumber costs
+    about 1 ms (polygons, warts, anti-aliasing), and the render sits between a frame's exposure and its delivery,
+    so with five items in view it added 5 ms to every decision latency. Pasting costs a few tens of µs.
+
+    `bgr` is premultiplied by the item's coverage (as anti-aliased drawing on black leaves it), at gain 1;
+    `uncovered` is 1 - coverage, per channel; `dx` is the column of its left edge relative to the item's centre,
+    `y0` the row of its top edge."""
+
+    bgr: np.ndarray  # float32 (h, w, 3)
+    uncovered: np.ndarray  # float32 (h, w, 3), 0..1
+    dx: int
+    y0: int
+
+    def paste(self, img: np.ndarray, x_mm: float, gain: float = 1.0) -> None:
+        """Composite onto `img` (BGR uint8, in place) with the item's centre at belt x_mm (nearest pixel)."""
+        h, w = img.shape[:2]
+        left = round(x_mm + w / 2) + self.dx
+        sh, sw = self.uncovered.shape[:2]
+        c0, c1 = max(0, left), min(w, left + sw)
+        r0, r1 = max(0, self.y0), min(h, self.y0 + sh)
+        if c0 >= c1 or r0 >= r1:
+            return
+        rows, cols = slice(r0 - self.y0, r1 - self.y0), slice(c0 - left, c1 - left)
+        region = img[r0:r1, c0:c1]
+        # under * (1 - coverage) + item * gain, in OpenCV's float ops (seven times numpy's here: 0.05 ms)
+        under = cv2.multiply(region.astype(np.float32), self.uncovered[rows, cols])
+        region[...] = cv2.convertScaleAbs(cv2.scaleAdd(self.bgr[rows, cols], gain, under))
+
+
+def make_sprite(shape: CucumberShape, p: Placement, view: int = 0) -> Sprite:
+    """Draw one item (as draw_cucumber would, at gain 1) into its own canvas; its x_mm does not matter."""
+    _c, left, right = outline(shape, Placement(0.0, p.y_mm, p.angle_deg, p.bend_sign, p.skin_seed, p.defect_views))
+    pts = np.concatenate([left, right])
+    x0, x1 = int(np.floor(pts[:, 0].min())) - 3, int(np.ceil(pts[:, 0].max())) + 3
+    y0, y1 = int(np.floor(pts[:, 1].min())) - 3, int(np.ceil(pts[:, 1].max())) + 3
+    w, h = x1 - x0, y1 - y0
+    # draw_cucumber puts belt x at column x + width/2 and belt y at row y: shift both so the box starts at (0, 0)
+    local = Placement(-x0 - w / 2, p.y_mm - y0, p.angle_deg, p.bend_sign, p.skin_seed, p.defect_views)
+    # drawn on black and on white: every anti-aliased edge (body, warts, a defect reaching over the body's edge)
+    # blends linearly with what is under it, so the two give the premultiplied colour and the coverage exactly
+    on_black = np.zeros((h, w, 3), np.uint8)
+    on_white = np.full((h, w, 3), 255, np.uint8)
+    draw_cucumber(on_black, shape, local, view, 1.0)
+    draw_cucumber(on_white, shape, local, view, 1.0)
+    black = on_black.astype(np.float32)
+    uncovered = (on_white.astype(np.float32) - black).mean(axis=2, keepdims=True) / 255.0
+    return Sprite(black, np.repeat(np.clip(uncovered, 0.0, 1.0), 3, axis=2), x0, y0)

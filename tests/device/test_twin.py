@@ -74,3 +74,22 @@ def test_camera_frames_show_the_items_the_truth_lists():
         seen += len(in_view)
         assert len(complete) >= len(in_view)
     assert seen > 0
+
+
+@pytest.mark.parametrize("grade", ["2L", "S", "BM", "C"])
+def test_a_pasted_sprite_is_the_item_drawn_in_place(grade):
+    """The twin draws each item once and pastes it into every frame: the result is the direct drawing (defect,
+    warts and anti-aliased edges included) to within rounding, at the frame's lighting gain."""
+    from device.grades import sample_shape
+    from device.sim.render import BeltBackground, Placement, draw_cucumber, make_sprite
+
+    bg = BeltBackground(480, 320, seed=1, noise_sigma=0)
+    shape = sample_shape(grade, np.random.default_rng(5))
+    p = Placement(37.0, 160, 12.0, 1, 7, ((0,),))
+    direct = bg.frame(1.1)
+    draw_cucumber(direct, shape, p, 0, 1.1)
+    pasted = bg.frame(1.1)
+    make_sprite(shape, p, 0).paste(pasted, p.x_mm, 1.1)
+    diff = np.abs(direct.astype(int) - pasted.astype(int))
+    assert (direct != bg.frame(1.1)).any(axis=2).sum() > 1000  # the item is there
+    assert diff.max() <= 5
