@@ -347,7 +347,8 @@ class BridgeLink:
 
     def add_event_listener(self, cb: Callable[[str, dict[str, Any]], None]) -> None:
         """cb(kind, detail) for "failsafe", "mcu_reset", "relinked", "heartbeat_failed", and "clock_jump"
-        (detail: since, detected, shift_s as in ClockJump)."""
+        (detail: since, detected, shift_s as in ClockJump; located: the pause was found, and encoder_count_at now
+        maps the host times in the window right)."""
         self._event_listeners.append(cb)
 
     @property
