@@ -32,6 +32,7 @@ from firmware_bridge.protocol import McuState, MsgType, Result
 log = logging.getLogger(__name__)
 
 ENCODER_WINDOW = 400  # encoder samples kept (4 s at the default 10 ms stream period)
+SPEED_WINDOW_S = 0.1  # the belt's recent speed is the slope of the encoder samples over this much MCU time
 READ_TIMEOUT_S = 0.02  # reader thread poll, so close() returns promptly
 PROBE_DELAY_S = 0.02  # an ENCODER sample this much later than the clock mapping expects triggers a heartbeat
 # An Arduino resets when its port is opened (DTR) and its bootloader listens for ~1-2 s before the firmware
@@ -446,7 +447,7 @@ class BridgeLink:
                 raise BridgeError("that time is older than the encoder samples the link keeps")
             # extrapolate with the speed over the last ~100 ms of samples
             j = len(ts) - 1 if i >= len(ts) else 0
-            k = bisect.bisect_left(ts, ts[-1] - 0.1) if j else min(len(ts) - 1, 10)
+            k = self._recent_start() if j else min(len(ts) - 1, 10)
             if k == j:
                 return float(cs[j])
             speed = (cs[-1] - cs[k]) / (ts[-1] - ts[k]) if j else (cs[k] - cs[0]) / (ts[k] - ts[0])
@@ -459,8 +460,12 @@ class BridgeLink:
             ts, cs = self._enc_t, self._enc_c
             if len(ts) < 2:
                 return 0.0
-            k = min(bisect.bisect_left(ts, ts[-1] - 0.1), len(ts) - 2)
+            k = min(self._recent_start(), len(ts) - 2)
             return (cs[-1] - cs[k]) / (ts[-1] - ts[k])
+
+    def _recent_start(self) -> int:
+        """Index of the first encoder sample within SPEED_WINDOW_S of the newest (call with _sync_lock held)."""
+        return bisect.bisect_left(self._enc_t, self._enc_t[-1] - SPEED_WINDOW_S)
 
     # ---- internals: commands ---------------------------------------------------------------------------
     def _require_info(self) -> McuInfo:

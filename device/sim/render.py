@@ -6,7 +6,7 @@ y across the belt (mm, 0 at the far edge). A frame covers x in [-W/2, W/2) and y
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -165,13 +165,13 @@ class Sprite:
 
 def make_sprite(shape: CucumberShape, p: Placement, view: int = 0) -> Sprite:
     """Draw one item (as draw_cucumber would, at gain 1) into its own canvas; its x_mm does not matter."""
-    _c, left, right = outline(shape, Placement(0.0, p.y_mm, p.angle_deg, p.bend_sign, p.skin_seed, p.defect_views))
+    _c, left, right = outline(shape, replace(p, x_mm=0.0))
     pts = np.concatenate([left, right])
     x0, x1 = int(np.floor(pts[:, 0].min())) - 3, int(np.ceil(pts[:, 0].max())) + 3
     y0, y1 = int(np.floor(pts[:, 1].min())) - 3, int(np.ceil(pts[:, 1].max())) + 3
     w, h = x1 - x0, y1 - y0
     # draw_cucumber puts belt x at column x + width/2 and belt y at row y: shift both so the box starts at (0, 0)
-    local = Placement(-x0 - w / 2, p.y_mm - y0, p.angle_deg, p.bend_sign, p.skin_seed, p.defect_views)
+    local = replace(p, x_mm=-x0 - w / 2, y_mm=p.y_mm - y0)
     # drawn on black and on white: every anti-aliased edge (body, warts, a defect reaching over the body's edge)
     # blends linearly with what is under it, so the two give the premultiplied colour and the coverage exactly
     on_black = np.zeros((h, w, 3), np.uint8)

@@ -291,13 +291,11 @@ class Twin:
             visible = [(it, it.x_at(count, self.p.ticks_per_mm)) for it in self.items]
         for it, x in visible:
             if -half_w - 200 < x < half_w + 200:
-                pl = it.placement
-                placed = Placement(x, pl.y_mm, pl.angle_deg, pl.bend_sign, pl.skin_seed, pl.defect_views)
                 # only items that reach into the frame (footprint plus the anti-aliased edge), each drawn once
                 if x + it.front_mm > -half_w - 2 and x - it.back_mm < half_w + 2:
                     sprite = it.sprites.get(view)
                     if sprite is None:
-                        sprite = it.sprites[view] = make_sprite(it.shape, placed, view)
+                        sprite = it.sprites[view] = make_sprite(it.shape, it.placement, view)
                     sprite.paste(img, x, gain)
                 truth.append({"id": it.id, "x_mm": x, "grade": it.grade})
         self.frames_rendered += 1

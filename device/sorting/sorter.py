@@ -25,7 +25,7 @@ from device.config import DeviceConfig
 from device.frames import Frame
 from device.postprocess import softmax
 from device.preprocess import Preprocessor
-from device.sorting.clock_guard import ClockGuard
+from device.sorting.clock_guard import ClockGuard, JumpWindow
 from device.sorting.decision import AMBIGUOUS, UNCERTAIN, Decision, decide
 from device.sorting.locate import Blob, locate
 from device.sorting.scheduling import EjectionScheduler
@@ -196,25 +196,30 @@ class Sorter:
                         len(hit), w.error_mm, "re-placed" if w.located else "now uncertain")
             if w.located:
                 for t in hit:
-                    self._replace(t, w.covers(t.decided_from_ts))
+                    self._replace(t, w)
                 continue
             for t in hit:
                 t.uncertainty_mm = max(t.uncertainty_mm, w.error_mm)
-                if t.decided and w.covers(t.decided_from_ts):
-                    withdrawn = self.scheduler.withdraw(t.id)
-                    if withdrawn is not None:
-                        t.requeue_gate = withdrawn.gate
+                gate = self._withdraw(t, w)
+                if gate is not None:
+                    t.requeue_gate = gate  # queued again once a trusted frame places it
 
-    def _replace(self, t: Track, decided_in_window: bool) -> None:
+    def _withdraw(self, t: Track, w: JumpWindow) -> int | None:
+        """Cancel the ejection of a track decided from a position in the jump's window; its gate, if cancelled."""
+        if not (t.decided and w.covers(t.decided_from_ts)):
+            return None
+        withdrawn = self.scheduler.withdraw(t.id)
+        return None if withdrawn is None else withdrawn.gate
+
+    def _replace(self, t: Track, w: JumpWindow) -> None:
         """The link now maps the track's last capture time right: move it to where that frame really saw it
         (u = x - belt, so u shifts by the change in belt travel), and queue its ejection again from there."""
         belt = self.link.encoder_count_at(t.last_capture_ts) / self.tpm
         t.u_mm += t.belt_mm - belt
         t.belt_mm = belt
-        if t.decided and decided_in_window:
-            withdrawn = self.scheduler.withdraw(t.id)
-            if withdrawn is not None:
-                self._requeue(t, withdrawn.gate, t.last_capture_ts)
+        gate = self._withdraw(t, w)
+        if gate is not None:
+            self._requeue(t, gate, t.last_capture_ts)
 
     def _requeue(self, track: Track, gate: int, capture_ts: float) -> None:
         """Queue a withdrawn ejection again at the item's trusted position (or leave it to the default bin)."""
@@ -224,8 +229,7 @@ class Sorter:
             log.warning("item %s: not queued again, a neighbour is in the pusher's sweep", track.id)
             return
         target = self.gate_distance(gate) - self.belt_at_gate(track, gate)
-        answer = self.scheduler.schedule_many([(track.id, target, gate)], speed, epoch=self._epoch)[0]
-        if answer == "queued":
+        if self.scheduler.schedule(track.id, target, gate, speed, epoch=self._epoch) == "queued":
             self.scheduler.stats.requeued += 1
 
     def _decide(self, due: list[tuple[Track, float]], frame: Frame) -> None:
