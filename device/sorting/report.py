@@ -61,6 +61,14 @@ def decided_bin(item: Item, cfg: DeviceConfig) -> str:
     return expected_bin(item.predicted, cfg) if item.predicted else DEFAULT_BIN
 
 
+def _decision_detail(o: ItemOutcome | None) -> dict[str, Any]:
+    """The model's side of an item's decision: its top class, confidence and how many crops it averaged."""
+    if o is None:
+        return {}
+    d = o.decision
+    return {"top": d.top_grade, "confidence": round(d.confidence, 4), "frames": d.frames, "outcome": o.outcome}
+
+
 def _pct(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 2) if values else 0.0
 
@@ -88,10 +96,19 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
     classified = [it for it in decided if outcomes[it.id].decision.top_grade is not None]
     cls_ok = [it for it in classified if outcomes[it.id].decision.top_grade == it.grade]
     decision_ok = [it for it in decided if outcomes[it.id].decision.grade == it.grade]
+    # the bin the decision named is the item's own: what a line that executes every decision would score. The
+    # rest of the gap between classification and sorting is split in two: the policy's share (the confidence
+    # floor or an unseparated touching pair sent an item to the default bin) and the line's (tracking, timing,
+    # ejection: the item missed the bin its decision named)
+    named_ok = [it for it in items if named[it.id] == expected_bin(it.grade, cfg)]
+    executed = [it for it in items if it.bin == named[it.id]]
     ejected = [o for o in outcomes.values() if o.acked_ts is not None]
     should_fire = [it for it in decided if outcomes[it.id].outcome == "queued"]
     missed = [it for it in should_fire if not it.gates_fired]
     lat_eject = [o.latency_ms for o in ejected]
+    # where an ejection's latency goes: capture to the decision (pipeline and sorter), decision to the MCU's ack
+    lat_to_decision = [(o.decided_ts - o.capture_ts) * 1e3 for o in ejected]
+    lat_to_ack = [(o.acked_ts - o.decided_ts) * 1e3 for o in ejected if o.acked_ts is not None]
     lat_all = [o.latency_ms for o in outcomes.values()]
     ej = sorter_snapshot.get("ejections", {})
     total = len(items)
@@ -101,6 +118,8 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
         "sort_accuracy": round(len(correct) / total, 4) if total else 0.0,
         "classification_accuracy": round(len(cls_ok) / len(classified), 4) if classified else 0.0,
         "decision_accuracy": round(len(decision_ok) / len(decided), 4) if decided else 0.0,
+        "decided_bin_accuracy": round(len(named_ok) / total, 4) if total else 0.0,
+        "items_in_decided_bin": len(executed),
         "items_classified": len(classified),
         "items_decided": len(decided),
         "items_undecided": total - len(decided),
@@ -112,6 +131,10 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
         "default_bin": len(default),
         "decision_latency_ms": {"p50": _pct(lat_eject, 50), "p99": _pct(lat_eject, 99)},
         "decision_latency_all_ms": {"p50": _pct(lat_all, 50), "p99": _pct(lat_all, 99)},
+        "decision_latency_parts_ms": {
+            "capture_to_decision": {"p50": _pct(lat_to_decision, 50), "p99": _pct(lat_to_decision, 99)},
+            "decision_to_ack": {"p50": _pct(lat_to_ack, 50), "p99": _pct(lat_to_ack, 99)},
+        },
         "fire_position_error_counts": {
             "n": len(fire_errors),
             "p50": _pct([float(e) for e in fire_errors], 50),
@@ -126,7 +149,7 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
         "per_item": [
             {"id": it.id, "true": it.grade, "predicted": it.predicted, "gates_fired": it.gates_fired,
              "bin": it.bin, "decided_bin": named[it.id], "expected_bin": expected_bin(it.grade, cfg),
-             "decisions": len(rec.decisions.get(it.id, []))}
+             "decisions": len(rec.decisions.get(it.id, [])), **_decision_detail(outcomes.get(it.id))}
             for it in items
         ],
     }

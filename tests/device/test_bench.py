@@ -104,6 +104,20 @@ def test_bench_sort_writes_a_row_per_run_and_each_runs_whole_report(tmp_path):
     report = json.loads((tmp_path / "sort_runs" / "python-1.5-8.0-none.json").read_text())
     assert row["report"].endswith("sort_runs/python-1.5-8.0-none.json")
     assert len(report["per_item"]) == row["items_total"] and report["wrong_bin"] == row["wrong_bin"]
+    assert row["policy_gap_points"] + row["line_gap_points"] == pytest.approx(row["accuracy_gap_points"], abs=0.02)
+
+
+def test_bench_sort_confidence_floor_zero_sends_every_graded_item_to_its_top_class(tmp_path):
+    out = tmp_path / "sort.json"
+    r = edgesort("bench", "sort", "--mcu", "python", "--speeds", "1.5", "--rates", "8", "--faults", "",
+                 "--seconds", "3", "--confidence-floor", "0", "--state-dir", str(tmp_path / "state"),
+                 "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["confidence_floor"] == 0.0
+    report = json.loads((tmp_path / "sort_runs" / "python-1.5-8.0-none.json").read_text())
+    graded = [it for it in report["per_item"] if it.get("top")]
+    assert graded and all(it["outcome"] != "uncertain" for it in graded)
 
 
 def test_bench_sort_records_a_run_that_cannot_start_and_goes_on(tmp_path):

@@ -15,7 +15,8 @@ def _item(item_id: int, grade: str, predicted: str | None, bin_: str) -> SimpleN
 
 def _outcome(grade: str) -> SimpleNamespace:
     top = None if grade == "uncertain" else grade
-    return SimpleNamespace(decision=SimpleNamespace(grade=grade, top_grade=top), outcome="queued", acked_ts=1.0,
+    decision = SimpleNamespace(grade=grade, top_grade=top, confidence=0.9, frames=4)
+    return SimpleNamespace(decision=decision, outcome="queued", capture_ts=0.995, decided_ts=0.998, acked_ts=1.0,
                            latency_ms=5.0)
 
 
@@ -38,6 +39,14 @@ def test_a_faithful_ejection_of_a_misgraded_item_is_the_models_error_and_a_stray
     assert report["items_correct"] == 1
     assert [r["decided_bin"] for r in report["per_item"]] == [g_m, g_l, g_m, DEFAULT_BIN, DEFAULT_BIN]
     assert decided_bin(items[3], cfg) == DEFAULT_BIN  # type: ignore[arg-type]
+    # the gap split: 2 of 5 decisions named the item's own bin (1, 3), 1 of 5 reached it (1); 3 reached the
+    # bin their decision named (1, 2, 4)
+    assert (report["decided_bin_accuracy"], report["sort_accuracy"], report["items_in_decided_bin"]) == (0.4, 0.2, 3)
+    parts = report["decision_latency_parts_ms"]
+    assert parts["capture_to_decision"]["p50"] == 3.0 and parts["decision_to_ack"]["p50"] == 2.0
+    first = report["per_item"][0]
+    assert (first["top"], first["confidence"], first["frames"], first["outcome"]) == ("M", 0.9, 4, "queued")
+    assert "top" not in report["per_item"][4]  # never decided: no decision detail
 
 
 def test_an_item_decided_twice_is_counted_and_is_wrong_only_outside_both_named_bins():
