@@ -13,10 +13,12 @@ agree on where things are without sharing a clock:
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qs, urlparse
 
@@ -27,6 +29,17 @@ from device.sim.encoder import Encoder, FreeEncoder
 from device.sim.render import BeltBackground, Placement, Sprite, footprint_x, make_sprite
 
 log = logging.getLogger(__name__)
+
+# Twins whose world thread runs. A free-running twin (a bring-up camera, a benchmark) is never stopped by its
+# user, and its daemon thread draws new items with OpenCV: one caught inside OpenCV when the interpreter exits
+# aborts the process ("terminate called without an active exception"), so they are all stopped at exit.
+_running: weakref.WeakSet[Twin] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_running_twins() -> None:
+    for twin in list(_running):
+        twin.stop()
 
 SPAWN_X_MM = -320.0  # items appear upstream of the frame's left edge
 TICK_S = 0.005  # world bookkeeping period (spawns, speed profile, end of belt)
@@ -160,11 +173,13 @@ class Twin:
         self._apply_speed()
         self._thread = threading.Thread(target=self._run, name="twin-world", daemon=True)
         self._thread.start()
+        _running.add(self)
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=2)
+        _running.discard(self)
 
     def stop_spawning(self) -> None:
         self._spawning = False
@@ -195,6 +210,13 @@ class Twin:
             for it in [i for i in self.items if i.x_at(count, self.p.ticks_per_mm) > self.end_mm]:
                 it.bin = DEFAULT_BIN
                 self._finish(it, count)
+            undrawn = [it for it in self.items if len(it.sprites) < self.p.views]
+        # New items are drawn here, upstream of the frame and outside the lock, so that the camera's render,
+        # which sits between a frame's exposure and its delivery, only pastes (a drawing takes about 1 ms a view)
+        for it in undrawn:
+            for view in range(self.p.views):
+                if view not in it.sprites:
+                    it.sprites[view] = make_sprite(it.shape, it.placement, view)
 
     def _spawn(self, count: int) -> None:
         r = self._rng
