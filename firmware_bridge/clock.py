@@ -101,10 +101,13 @@ class ClockMapping:
         best = self.best(t_recv)
         if best is not None and abs(sample.offset - best.offset) > rtt + best.error_bound(t_recv) * 2 + JUMP_S:
             # each sample puts the offset within its round trip; two that cannot both hold mean the MCU clock
-            # jumped against ours: start afresh. It jumped after the newest sample's MCU read, which came after
-            # that sample's send.
-            newest = self.samples[-1]
-            self.last_jump = ClockJump(newest.host_rx - newest.rtt, t_recv, sample.offset - best.offset, best.offset)
+            # jumped against ours: start afresh. It jumped after the MCU read of the newest sample the new
+            # offset cannot explain, which came after that sample's send. A newer sample whose long round trip
+            # fits both offsets (sent before a pause, answered after it, on a starved host) says nothing about
+            # when: taking its send time as the start would leave host times before it mapped wrong, unflagged.
+            old = [s for s in self.samples if abs(s.offset - sample.offset) > s.rtt + rtt + JUMP_S]
+            last = old[-1] if old else self.samples[-1]
+            self.last_jump = ClockJump(last.host_rx - last.rtt, t_recv, sample.offset - best.offset, best.offset)
             self.samples.clear()
             self.jumps += 1
         self.samples.append(sample)

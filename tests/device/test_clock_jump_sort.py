@@ -10,7 +10,7 @@ from device.sorting.session import run_twin_session
 
 
 def test_mcu_pauses_are_seen_and_send_nothing_to_a_wrong_bin(tmp_path):
-    args = argparse.Namespace(seed=3, bundle=None, state_dir=tmp_path)
+    args = argparse.Namespace(seed=3, bundle=None, state_dir=tmp_path, confidence_floor=None)
     cfg = bench._config(args, 1.5, 8.0, bench.FAULT_RUNS["mcu_pause"], "pause")
     report = run_twin_session(cfg, 15.0)
     assert report["items_total"] >= 40  # 120 at 8/s; a starved VM renders and sorts fewer

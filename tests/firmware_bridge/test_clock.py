@@ -44,6 +44,23 @@ def test_a_clock_jump_restarts_the_mapping() -> None:
     assert clock.last_jump.shift_s == pytest.approx(1.0, abs=1e-6)
 
 
+def test_a_jumps_window_starts_at_the_last_round_trip_that_only_the_old_offset_explains() -> None:
+    clock = ClockMapping()
+    for i in range(5):
+        round_trip(clock, i * 0.1, 0.001, 0.5)  # the last good one sent at 0.4
+    # the MCU pauses for 80 ms at 0.45 (its clock then lags by 0.08): a heartbeat sent at 0.5 waits out the
+    # pause, on a starved host, and comes back after 120 ms; its long round trip fits both offsets, so it is
+    # kept and reveals nothing
+    round_trip(clock, 0.5, 0.120, 0.5, TRUE_OFFSET + 0.08)
+    assert clock.jumps == 0
+    # the next, short one cannot agree with the old offset: the jump is found, and it may have happened any time
+    # after the round trip sent at 0.4, not only after the long one sent at 0.5
+    round_trip(clock, 0.7, 0.001, 0.5, TRUE_OFFSET + 0.08)
+    assert clock.jumps == 1 and clock.last_jump is not None
+    assert clock.last_jump.since == pytest.approx(0.4)
+    assert clock.last_jump.shift_s == pytest.approx(0.08, abs=1e-6)
+
+
 def test_a_located_pause_maps_host_times_before_during_and_after_it() -> None:
     """The MCU's clock stood still at MCU time 10 s for 0.1 s of host time: host times before keep the old
     offset, times in the pause read the frozen clock, later ones the new offset; to_host inverts it."""
