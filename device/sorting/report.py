@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,10 @@ class TruthRecorder:
     the frame: after a host stall a track is decided on its predicted position, when its item has left the
     camera's view. An item may collect more than one decision (its track split in two): all are kept, the first
     is the item's decision, and the report counts such items.
+
+    A decision made on a frame placed through a wrong clock mapping carries a wrong position; when the sorter
+    re-places the track it reports where the item really was on that frame (`correct`), and the decision is
+    paired again.
     """
 
     def __init__(self, twin: Twin) -> None:
@@ -32,6 +37,8 @@ class TruthRecorder:
         self.decisions: dict[int, list[ItemOutcome]] = {}  # twin item id -> its decisions, in order
         self.unmatched = 0
         self._lock = threading.Lock()
+        # track id -> (its decision, the decision frame's encoder count, the item it was paired with)
+        self._by_track: dict[int, tuple[ItemOutcome, int, Item | None]] = {}
 
     @property
     def outcomes(self) -> dict[int, ItemOutcome]:
@@ -41,14 +48,45 @@ class TruthRecorder:
 
     def __call__(self, o: ItemOutcome, frame: Frame) -> None:
         count = frame.meta.get("count")
-        item = self.twin.item_near(o.x_mm, int(count), MATCH_MM) if isinstance(count, int) else None
-        with self._lock:
-            if item is None:
+        if not isinstance(count, int):
+            with self._lock:
                 self.unmatched += 1
-                return
-            self.decisions.setdefault(item.id, []).append(o)
-            if item.predicted is None:
-                item.predicted = o.decision.grade
+            return
+        item = self.twin.item_near(o.x_mm, count, MATCH_MM)
+        with self._lock:
+            self._pair(o, item)
+            self._by_track[o.track_id] = (o, count, item)
+
+    def correct(self, track_id: int, x_mm: float) -> None:
+        """The sorter found that track's decision frame placed wrong: the item was at x_mm on it."""
+        with self._lock:
+            entry = self._by_track.get(track_id)
+        if entry is None:
+            return
+        o, count, paired = entry
+        item = self.twin.item_near(x_mm, count, MATCH_MM)
+        if item is paired:
+            return
+        moved = replace(o, x_mm=x_mm)
+        with self._lock:
+            if paired is None:
+                self.unmatched -= 1
+            else:
+                left = self.decisions[paired.id]
+                left.remove(o)
+                if not left:
+                    del self.decisions[paired.id]
+                paired.predicted = left[0].decision.grade if left else None
+            self._pair(moved, item)
+            self._by_track[track_id] = (moved, count, item)
+
+    def _pair(self, o: ItemOutcome, item: Item | None) -> None:
+        if item is None:
+            self.unmatched += 1
+            return
+        self.decisions.setdefault(item.id, []).append(o)
+        if item.predicted is None:
+            item.predicted = o.decision.grade
 
 
 def expected_bin(grade: str, cfg: DeviceConfig) -> str:

@@ -41,13 +41,15 @@ class EjectionStats:
     late_reports: int = 0  # FIRED arrived after the ejection had been counted missed (a slow host)
     withdrawn: int = 0  # cancelled on the MCU: decided from a position found wrong (a clock jump)
     requeued: int = 0  # queued again once the item's position was trusted (also counted in queued)
+    # queued after all: held back (a neighbour in the sweep, a slip) on positions a clock jump proved wrong
+    released: int = 0
     fire_errors: list[int] = field(default_factory=list)  # actual - target counts
 
     def as_dict(self) -> dict[str, object]:
         return {
             "queued": self.queued, "fired": self.fired, "late": self.late, "full": self.full,
             "failed": self.failed, "missed": self.missed, "late_reports": self.late_reports,
-            "withdrawn": self.withdrawn, "requeued": self.requeued,
+            "withdrawn": self.withdrawn, "requeued": self.requeued, "released": self.released,
         }
 
 

@@ -23,6 +23,7 @@ def run_twin_session(cfg: DeviceConfig, seconds: float, *, firmware: bool = Fals
         assert line.twin is not None and line.sorter is not None and line.pipeline is not None
         recorder = TruthRecorder(line.twin)
         line.sorter.listeners.append(recorder)
+        line.sorter.corrections.append(recorder.correct)
         t0 = time.monotonic()
         while (elapsed := time.monotonic() - t0) < seconds:
             time.sleep(TICK_S)

@@ -111,6 +111,9 @@ class Sorter:
         self.tracker = Tracker(cfg.sorting.confirm_frames, cfg.sorting.drop_frames)
         self.scheduler = EjectionScheduler(cfg, link, alarm)
         self.listeners: list[Callable[[ItemOutcome, Frame], None]] = []
+        # told (track id, x_mm) when a track decided on a frame placed through a wrong clock mapping is put right:
+        # where its item really was on that frame (the twin's report pairs the decision again)
+        self.corrections: list[Callable[[int, float], None]] = []
         self.paused = threading.Event()
         self.counts: Counter[str] = Counter()
         self.latencies: deque[float] = deque(maxlen=2000)
@@ -168,17 +171,19 @@ class Sorter:
             for b, p in result
         ]
         self.tracker.update(dets, belt_mm, frame.capture_ts, self.views)
+        self.tracker.merge_coincident(belt_mm)
         line = self.cfg.line.decision_line_mm
         due = []
         for t in list(self.tracker.tracks.values()):
             if t.requeue_gate is not None and t.uncertainty_mm == 0.0:
-                self._requeue(t, t.requeue_gate, frame.capture_ts)
+                self._requeue(t, t.requeue_gate, frame.capture_ts, t.requeue_held)
             if t.decided or not self.tracker.confirmed(t) or t.uncertainty_mm > 0.0:
                 continue
             x_mm = t.predict(belt_mm) + belt_mm
             if x_mm >= line:
                 t.decided = True
                 t.decided_from_ts = t.last_capture_ts
+                t.decided_at_ts = frame.capture_ts
                 due.append((t, x_mm))
         if due:
             self._decide(due, frame)
@@ -194,15 +199,43 @@ class Sorter:
             hit = [t for t in self.tracker.tracks.values() if w.covers(t.last_capture_ts)]
             log.warning("MCU clock jumped %+.1f ms: %d tracks placed up to %.0f mm off, %s", w.shift_s * 1e3,
                         len(hit), w.error_mm, "re-placed" if w.located else "now uncertain")
+            # decisions held back on positions seen in the window (a neighbour in the sweep may have been this
+            # item's own track, split by the jump) are looked at again, as the withdrawn ones are
+            held = [t for t in self.tracker.tracks.values() if t.held_gate is not None and w.covers(t.decided_at_ts)]
             if w.located:
-                for t in hit:
-                    self._replace(t, w)
+                again = [(t, gate, False) for t in hit if (gate := self._replace(t, w)) is not None]
+                again += [(t, self._release(t), True) for t in held]
+                # a track split by the jump now stands on its item's other track: one item, one track, before
+                # the pusher's sweep is checked for neighbours
+                self.tracker.merge_coincident(self.link.encoder_count_at(time.monotonic()) / self.tpm)
+                for t, gate, was_held in again:
+                    self._requeue(t, gate, t.last_capture_ts, was_held)
+                self._correct_decisions(w)
                 continue
             for t in hit:
                 t.uncertainty_mm = max(t.uncertainty_mm, w.error_mm)
                 gate = self._withdraw(t, w)
                 if gate is not None:
                     t.requeue_gate = gate  # queued again once a trusted frame places it
+            for t in held:
+                t.requeue_gate, t.requeue_held = self._release(t), True
+
+    def _correct_decisions(self, w: JumpWindow) -> None:
+        """Tell the correction listeners where each track decided on a frame in the window really was then."""
+        for t in self.tracker.tracks.values():
+            if t.decided and w.covers(t.decided_at_ts):
+                belt = self.link.encoder_count_at(t.decided_at_ts) / self.tpm
+                for listener in self.corrections:
+                    try:
+                        listener(t.id, t.predict(belt) + belt)
+                    except Exception:  # reporting must never stop the sort
+                        log.exception("correction listener failed for track %s", t.id)
+
+    @staticmethod
+    def _release(t: Track) -> int:
+        gate, t.held_gate = t.held_gate, None
+        assert gate is not None
+        return gate
 
     def _withdraw(self, t: Track, w: JumpWindow) -> int | None:
         """Cancel the ejection of a track decided from a position in the jump's window; its gate, if cancelled."""
@@ -211,26 +244,38 @@ class Sorter:
         withdrawn = self.scheduler.withdraw(t.id)
         return None if withdrawn is None else withdrawn.gate
 
-    def _replace(self, t: Track, w: JumpWindow) -> None:
+    def _replace(self, t: Track, w: JumpWindow) -> int | None:
         """The link now maps the track's last capture time right: move it to where that frame really saw it
-        (u = x - belt, so u shifts by the change in belt travel), and queue its ejection again from there."""
+        (u = x - belt, so u shifts by the change in belt travel) and cancel its ejection if it was decided from
+        the wrong position; returns the cancelled ejection's gate, to be queued again from the new position."""
         belt = self.link.encoder_count_at(t.last_capture_ts) / self.tpm
         t.u_mm += t.belt_mm - belt
         t.belt_mm = belt
-        gate = self._withdraw(t, w)
-        if gate is not None:
-            self._requeue(t, gate, t.last_capture_ts)
+        if t.first_complete is not None and w.covers(t.first_complete[2]):  # the slip baseline, likewise
+            u0, b0, ts0 = t.first_complete
+            b0_right = self.link.encoder_count_at(ts0) / self.tpm
+            t.first_complete = (u0 + b0 - b0_right, b0_right, ts0)
+        # a slip rate measured on a view placed wrong is the jump's travel, not slip: back to the one before
+        t.drift = t.drift_before(w.since)
+        return self._withdraw(t, w)
 
-    def _requeue(self, track: Track, gate: int, capture_ts: float) -> None:
-        """Queue a withdrawn ejection again at the item's trusted position (or leave it to the default bin)."""
-        track.requeue_gate = None
+    def _requeue(self, track: Track, gate: int, capture_ts: float, held: bool = False) -> None:
+        """Queue a withdrawn or (`held`) held-back ejection again at the item's trusted position (or leave it to
+        the default bin)."""
+        track.requeue_gate, track.requeue_held = None, False
         speed = self.ticks_per_s(capture_ts)
+        if track.drift < -MAX_SLIP:
+            log.warning("item %s: not queued again, it slips", track.id)
+            return
         if self._neighbour_in_sweep(track, gate, speed):
             log.warning("item %s: not queued again, a neighbour is in the pusher's sweep", track.id)
             return
         target = self.gate_distance(gate) - self.belt_at_gate(track, gate)
         if self.scheduler.schedule(track.id, target, gate, speed, epoch=self._epoch) == "queued":
-            self.scheduler.stats.requeued += 1
+            if held:
+                self.scheduler.stats.released += 1
+            else:
+                self.scheduler.stats.requeued += 1
 
     def _decide(self, due: list[tuple[Track, float]], frame: Frame) -> None:
         """Decide every track of this frame that reached the decision line; their ejections are queued together
@@ -247,8 +292,10 @@ class Sorter:
                 outcome = d.grade if d.grade in (UNCERTAIN, AMBIGUOUS) else "default"
             elif track.drift < -MAX_SLIP:
                 outcome = "slipping"  # where it will be at the gate is a guess: default bin
+                track.held_gate = d.gate
             elif self._neighbour_in_sweep(track, d.gate, speed):
                 outcome = "too_close"  # the pusher would hit a neighbour too: both go to the default bin
+                track.held_gate = d.gate
             else:
                 to_eject.append((track.id, self.gate_distance(d.gate) - self.belt_at_gate(track, d.gate), d.gate))
             decided.append((track, x_mm, d, time.monotonic(), outcome))
@@ -303,6 +350,7 @@ class Sorter:
                                     "p99": round(float(np.percentile(lat, 99)), 2)},
             "ejections": self.scheduler.stats.as_dict(),
             "tracks_dropped_undecided": self.tracker.dropped_undecided,
+            "tracks_merged": self.tracker.merged,
             "clock_jumps": self.clock_guard.jumps,
             "frames_uncertain": self.frames_uncertain,
         }

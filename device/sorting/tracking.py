@@ -15,6 +15,7 @@ a neighbour's detection, while a track that splits instead only costs the item i
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,11 @@ import numpy as np
 MATCH_MM = 25.0  # largest distance between a prediction and a detection that can be the same item
 DRIFT_BASELINE_MM = 100.0  # belt travel between two complete views before a slip rate is believed
 DRIFT_DEADBAND = 0.03  # slower than the belt by less than this is measurement noise, not slip
+DRIFT_LOG = 64  # slip rates kept per track (with their frame's time), to go back to one a clock jump did not touch
+# Two trusted tracks whose centres are closer than this (along and across the belt) follow one item: no two items
+# can be, as the thinnest is 20 mm across. A track splits when a detection is placed wrong (a clock jump) and
+# starts its own track; once the link puts the mapping right, the two stand on the same spot.
+MERGE_MM = 12.0
 
 
 @dataclass(slots=True)
@@ -49,12 +55,22 @@ class Track:
     decided: bool = False
     last_capture_ts: float = 0.0
     views_seen: set[int] = field(default_factory=set)
-    first_complete: tuple[float, float] | None = None  # (u, belt_mm) of the first whole view: slip baseline
+    first_complete: tuple[float, float, float] | None = None  # (u, belt_mm, capture ts) of the first whole view
+    drift_log: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=DRIFT_LOG))  # (ts, drift)
     view_sums: dict[int, tuple[np.ndarray, int]] = field(default_factory=dict)
     ambiguous: bool = False
     uncertainty_mm: float = 0.0  # how far u may be off: that of the detection it came from (0: trusted)
     decided_from_ts: float = 0.0  # capture time of the position the decision used
     requeue_gate: int | None = None  # its ejection was withdrawn (a clock jump); queue again once u is trusted
+    decided_at_ts: float = 0.0  # capture time of the frame on which it was decided
+    # the gate its decision named but did not eject for, because of where it or its neighbours seemed to be
+    # (a neighbour in the pusher's sweep, a slip): looked at again if a clock jump shows those places were wrong
+    held_gate: int | None = None
+    requeue_held: bool = False  # requeue_gate came from a held-back decision, not a withdrawn ejection
+
+    def drift_before(self, ts: float) -> float:
+        """The slip rate believed from views captured before `ts` (0 when none had a long enough baseline)."""
+        return next((drift for at, drift in reversed(self.drift_log) if at < ts), 0.0)
 
     def predict(self, belt_mm: float) -> float:
         return self.u_mm + self.drift * (belt_mm - self.belt_mm)
@@ -65,6 +81,28 @@ class Track:
         self.views_seen.add(view)
         vs, vn = self.view_sums.get(view, (np.zeros_like(self.prob_sum), 0))
         self.view_sums[view] = (vs + probs, vn + 1)
+
+    def absorb(self, other: Track) -> None:
+        """Take in the frames of another track that followed the same item (its position, if seen later)."""
+        if other.prob_sum is not None:
+            self.prob_sum = other.prob_sum.copy() if self.prob_sum is None else self.prob_sum + other.prob_sum
+            self.prob_frames += other.prob_frames
+            for view, (vs, vn) in other.view_sums.items():
+                mine, n = self.view_sums.get(view, (np.zeros_like(vs), 0))
+                self.view_sums[view] = (mine + vs, n + vn)
+        self.views_seen |= other.views_seen
+        self.hits += other.hits
+        self.first_capture_ts = min(self.first_capture_ts, other.first_capture_ts)
+        self.ambiguous = self.ambiguous or other.ambiguous
+        if other.first_complete is not None and (self.first_complete is None
+                                                 or other.first_complete[1] < self.first_complete[1]):
+            self.first_complete = other.first_complete
+        if self.requeue_gate is None:
+            self.requeue_gate, self.requeue_held = other.requeue_gate, other.requeue_held
+        if other.last_capture_ts > self.last_capture_ts:
+            self.u_mm, self.y_mm, self.belt_mm = other.u_mm, other.y_mm, other.belt_mm
+            self.last_capture_ts, self.misses = other.last_capture_ts, other.misses
+            self.uncertainty_mm = other.uncertainty_mm
 
     def view_means(self) -> dict[int, np.ndarray]:
         return {v: s / n for v, (s, n) in self.view_sums.items()}
@@ -83,6 +121,7 @@ class Tracker:
         self.tracks: dict[int, Track] = {}
         self._ids = itertools.count(1)
         self.dropped_undecided = 0
+        self.merged = 0  # tracks merged into another that followed the same item
 
     def update(self, detections: list[Detection], belt_mm: float, capture_ts: float, views: int = 1) -> list[Track]:
         """Associate one frame's detections; returns the tracks that were dropped in this update."""
@@ -105,7 +144,7 @@ class Tracker:
                           ambiguous=d.ambiguous, uncertainty_mm=d.uncertainty_mm)
                 if d.probs is not None:
                     if d.uncertainty_mm == 0.0:
-                        t.first_complete = (d.u_mm, belt_mm)
+                        t.first_complete = (d.u_mm, belt_mm, capture_ts)
                     if not d.ambiguous:
                         t.add_probs(d.probs, d.view)
                 self.tracks[t.id] = t
@@ -126,12 +165,13 @@ class Tracker:
         # a whole view's centre is unbiased (an edge sliver's is not); an uncertain one would fake a slip
         if d.probs is not None and d.uncertainty_mm == 0.0:
             if t.first_complete is None:
-                t.first_complete = (d.u_mm, belt_mm)
+                t.first_complete = (d.u_mm, belt_mm, capture_ts)
             else:
-                u0, b0 = t.first_complete
+                u0, b0, _ts = t.first_complete
                 if belt_mm - b0 >= DRIFT_BASELINE_MM:
                     rate = (d.u_mm - u0) / (belt_mm - b0)  # a long baseline keeps pixel noise out of the rate
                     t.drift = float(np.clip(rate, -0.9, 0.0)) if rate < -DRIFT_DEADBAND else 0.0
+                    t.drift_log.append((capture_ts, t.drift))
         t.u_mm, t.y_mm, t.belt_mm = d.u_mm, d.y_mm, belt_mm
         t.uncertainty_mm = d.uncertainty_mm
         t.hits += 1
@@ -140,6 +180,25 @@ class Tracker:
         t.ambiguous = t.ambiguous or d.ambiguous
         if d.probs is not None and not d.ambiguous:
             t.add_probs(d.probs, d.view)
+
+    def merge_coincident(self, belt_mm: float) -> int:
+        """Merge trusted tracks that stand on one item's spot (see MERGE_MM) into the older one, or into the one
+        already decided; two decided tracks are left alone (each has its own ejection). Returns how many went."""
+        merged = 0
+        order = sorted(self.tracks.values(), key=lambda t: t.id)
+        for i, a in enumerate(order):
+            for b in order[i + 1:]:
+                if a.id not in self.tracks or b.id not in self.tracks or (a.decided and b.decided):
+                    continue
+                if a.uncertainty_mm or b.uncertainty_mm:
+                    continue  # a position that may be off by a clock jump's travel proves nothing
+                if abs(a.predict(belt_mm) - b.predict(belt_mm)) < MERGE_MM and abs(a.y_mm - b.y_mm) < MERGE_MM:
+                    keep, gone = (b, a) if b.decided else (a, b)
+                    keep.absorb(gone)
+                    del self.tracks[gone.id]
+                    merged += 1
+        self.merged += merged
+        return merged
 
     def confirmed(self, t: Track) -> bool:
         return t.hits >= self.confirm_frames

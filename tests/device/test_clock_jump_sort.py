@@ -8,14 +8,23 @@ import argparse
 from device.sorting import bench
 from device.sorting.session import run_twin_session
 
+# ten pauses of 50-100 ms in 15 s: each one places the frames of up to 200 ms wrong until the link sees it
+PAUSES = "faults=" + ",".join(f"pause@{t}:{d}" for t, d in zip(
+    (1.5, 2.8, 4.1, 5.4, 6.7, 8.0, 9.3, 10.6, 11.9, 13.2), (0.05, 0.08, 0.1, 0.06, 0.09, 0.05, 0.1, 0.07, 0.08, 0.06),
+    strict=True))
+
 
 def test_mcu_pauses_are_seen_and_send_nothing_to_a_wrong_bin(tmp_path):
     args = argparse.Namespace(seed=3, bundle=None, state_dir=tmp_path, confidence_floor=None)
-    cfg = bench._config(args, 1.5, 8.0, bench.FAULT_RUNS["mcu_pause"], "pause")
+    cfg = bench._config(args, 1.5, 8.0, PAUSES, "pause")
     report = run_twin_session(cfg, 15.0)
     assert report["items_total"] >= 40  # 120 at 8/s; a starved VM renders and sorts fewer
-    assert report["link"]["clock_jumps"] >= 4  # the four pauses, 30-100 ms each (a starved VM may add more)
+    assert report["link"]["clock_jumps"] >= 10  # the pauses (a starved VM may add more)
     assert report["wrong_bin"] == 0
+    # and almost nothing lost to the default bin: the tracks a pause split are one again once re-placed, the
+    # ejections decided or held back on wrong positions are queued again, and the slip measured across a jump
+    # is forgotten (before these, 91-96% of the items reached the bin their decision named in such a run)
+    assert report["items_in_decided_bin"] >= 0.97 * report["items_total"]
     ej = report["ejections"]
     assert ej["requeued"] <= ej["withdrawn"]
     # a withdrawn ejection never fires: each queued one is fired, missed, withdrawn, or still pending at the end

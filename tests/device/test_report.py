@@ -96,3 +96,38 @@ def test_a_decision_is_paired_with_its_item_even_when_the_item_has_left_the_fram
     rec(outcome(758.0), frame)  # near only where item 2 was before it left the belt: no item
     assert list(rec.outcomes) == [1] and rec.unmatched == 1
     assert twin.items[0].predicted == "M"
+
+
+def test_a_decision_made_on_a_misplaced_frame_is_paired_again_when_the_sorter_corrects_it():
+    import numpy as np
+
+    from device.frames import Frame
+    from device.grades import sample_shape
+    from device.sim.render import Placement
+    from device.sim.twin import Item, Twin, TwinParams
+    from device.sorting.decision import Decision
+    from device.sorting.report import TruthRecorder
+    from device.sorting.sorter import ItemOutcome
+
+    twin = Twin(TwinParams(), {0: 600.0})
+    rng = np.random.default_rng(0)
+    for item_id, x in ((1, 100.0), (2, 200.0), (3, 400.0)):
+        twin.items.append(Item(item_id, "M", sample_shape("M", rng), Placement(x, 160.0, 0.0, 1, 0, ()),
+                               spawn_count=0))
+    rec = TruthRecorder(twin)
+    frame = Frame(np.zeros((4, 4, 3), np.uint8), 0.0, 1, meta={"count": 0, "truth": []})
+
+    def outcome(track_id: int, grade: str, x_mm: float) -> ItemOutcome:
+        return ItemOutcome(track_id, Decision(track_id, grade, 0.9, 2, 3, ()), "queued", 0.0, 0.0, 0.0, x_mm, 1)
+
+    # a clock jump placed the frame 100 mm off: track 7 (item 1) seemed to be at 200 mm, where item 2 was, and
+    # track 8 (item 3) at 300 mm, where nothing was
+    rec(outcome(7, "L", 200.0), frame)
+    rec(outcome(8, "S", 300.0), frame)
+    assert list(rec.outcomes) == [2] and rec.unmatched == 1 and twin.items[1].predicted == "L"
+    rec.correct(7, 101.0)  # the sorter re-placed the tracks: where each item really was on that frame
+    rec.correct(8, 398.0)
+    assert sorted(rec.outcomes) == [1, 3] and rec.unmatched == 0
+    assert [it.predicted for it in twin.items] == ["L", None, "S"]
+    assert rec.outcomes[1].x_mm == 101.0
+    rec.correct(99, 0.0)  # a track that decided nothing the report saw: ignored

@@ -107,3 +107,43 @@ def test_matching_does_not_widen_for_uncertain_positions():
     tr.update([Detection(0.0, 160, onehot(2), uncertainty_mm=50.0)], 0.0, 0.0)
     tr.update([Detection(-45.0, 160, onehot(2))], 10.0, 0.033)
     assert len(tr.tracks) == 2
+
+
+def test_a_track_split_by_a_misplaced_detection_is_merged_once_both_stand_on_the_same_spot():
+    tr = Tracker(confirm_frames=2, drop_frames=4)
+    tr.update([Detection(0.0, 160, onehot(2))], 0, 0.0)
+    tr.update([Detection(0.5, 160, onehot(2))], 10, 0.033)
+    # a frame placed through a wrong clock mapping: the item seems 60 mm away and starts a track of its own
+    tr.update([Detection(60.0, 161, onehot(2, 0.8))], 20, 0.066)
+    assert len(tr.tracks) == 2
+    first, ghost = sorted(tr.tracks.values(), key=lambda t: t.id)
+    ghost.u_mm = 0.8  # the link put the mapping right; the sorter re-placed the track
+    assert tr.merge_coincident(20) == 1 and list(tr.tracks) == [first.id]
+    assert (first.prob_frames, first.hits, tr.merged) == (3, 3, 1)
+    assert first.last_capture_ts == 0.066 and first.u_mm == 0.8  # the newer position
+
+
+def test_touching_items_and_uncertain_positions_are_not_merged():
+    tr = Tracker(confirm_frames=1)
+    # two items side by side, touching: 22 mm between centres (the thinnest items are 20 mm across)
+    tr.update([Detection(0.0, 160, onehot(2)), Detection(22.0, 160, onehot(3))], 0, 0.0)
+    assert tr.merge_coincident(0) == 0 and len(tr.tracks) == 2
+    # one item seen twice through a broken clock mapping: its position proves nothing until trusted again
+    tr.update([Detection(0.0, 160, onehot(2)), Detection(22.0, 160, onehot(3)),
+               Detection(5.0, 160, onehot(2), uncertainty_mm=80.0)], 0, 0.033)
+    assert tr.merge_coincident(0) == 0 and len(tr.tracks) == 3
+
+
+def test_a_decided_track_absorbs_its_undecided_twin_and_two_decided_ones_stay():
+    tr = Tracker(confirm_frames=1)
+    tr.update([Detection(0.0, 160, onehot(2))], 0, 0.0)
+    tr.update([Detection(0.0, 160, onehot(2)), Detection(40.0, 160, onehot(2))], 0, 0.033)
+    _a, b = sorted(tr.tracks.values(), key=lambda t: t.id)
+    b.decided = True
+    b.u_mm = 3.0
+    assert tr.merge_coincident(0) == 1 and list(tr.tracks) == [b.id]  # the decided one keeps its ejection
+    c = next(t for t in tr.tracks.values())
+    tr.update([Detection(3.0, 160, onehot(2)), Detection(50.0, 160, onehot(2))], 0, 0.066)
+    d = next(t for t in tr.tracks.values() if t.id != c.id)
+    d.decided, d.u_mm = True, 4.0
+    assert tr.merge_coincident(0) == 0 and len(tr.tracks) == 2
