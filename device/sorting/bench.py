@@ -96,6 +96,8 @@ def _row(report: dict[str, Any], **key: Any) -> dict[str, Any]:
         # the item was seen where it is (device/sorting/clock_guard.py)
         "ejections_withdrawn": report.get("ejections", {}).get("withdrawn", 0),
         "ejections_requeued": report.get("ejections", {}).get("requeued", 0),
+        # held back on positions from a jump's window (a neighbour in the sweep, a slip) and queued after all
+        "ejections_released": report.get("ejections", {}).get("released", 0),
     }
 
 

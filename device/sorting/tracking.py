@@ -185,15 +185,19 @@ class Tracker:
         """Merge trusted tracks that stand on one item's spot (see MERGE_MM) into the older one, or into the one
         already decided; two decided tracks are left alone (each has its own ejection). Returns how many went."""
         merged = 0
-        order = sorted(self.tracks.values(), key=lambda t: t.id)
-        for i, a in enumerate(order):
-            for b in order[i + 1:]:
+        # a position that may be off by a clock jump's travel proves nothing; the rest, along the belt (every
+        # frame: neighbours in u only, so it stays cheap)
+        along = sorted(((t.predict(belt_mm), t) for t in self.tracks.values() if not t.uncertainty_mm),
+                       key=lambda pt: pt[0])
+        for i, (ua, a) in enumerate(along):
+            for ub, b in along[i + 1:]:
+                if ub - ua >= MERGE_MM:
+                    break
                 if a.id not in self.tracks or b.id not in self.tracks or (a.decided and b.decided):
                     continue
-                if a.uncertainty_mm or b.uncertainty_mm:
-                    continue  # a position that may be off by a clock jump's travel proves nothing
-                if abs(a.predict(belt_mm) - b.predict(belt_mm)) < MERGE_MM and abs(a.y_mm - b.y_mm) < MERGE_MM:
-                    keep, gone = (b, a) if b.decided else (a, b)
+                if abs(a.y_mm - b.y_mm) < MERGE_MM:
+                    older, newer = (a, b) if a.id < b.id else (b, a)
+                    keep, gone = (newer, older) if newer.decided else (older, newer)
                     keep.absorb(gone)
                     del self.tracks[gone.id]
                     merged += 1
