@@ -191,38 +191,43 @@ class Sorter:
 
     def _after_clock_jumps(self) -> None:
         """Re-place the tracks a located clock jump had placed wrong, and queue their ejections again; for one
-        not located, withdraw what was decided from positions in its window and mark the tracks uncertain."""
+        not located, withdraw what was decided from positions in its window and mark the tracks uncertain.
+        Tracks that have left the camera's view since count too: on a starved host a jump is found late, when
+        an item decided in its window may already be past the camera, its ejection still aimed wrong."""
         if not self.clock_guard.pending():
             return
         mm_per_s = self.link.encoder_speed() / self.tpm
         for w in self.clock_guard.take(mm_per_s):
-            hit = [t for t in self.tracker.tracks.values() if w.covers(t.last_capture_ts)]
+            every = [*self.tracker.tracks.values(), *self.tracker.departed]
+            hit = [t for t in every if w.covers(t.last_capture_ts)]
             log.warning("MCU clock jumped %+.1f ms: %d tracks placed up to %.0f mm off, %s", w.shift_s * 1e3,
                         len(hit), w.error_mm, "re-placed" if w.located else "now uncertain")
             # decisions held back on positions seen in the window (a neighbour in the sweep may have been this
             # item's own track, split by the jump) are looked at again, as the withdrawn ones are
-            held = [t for t in self.tracker.tracks.values() if t.held_gate is not None and w.covers(t.decided_at_ts)]
+            held = [t for t in every if t.held_gate is not None and w.covers(t.decided_at_ts)]
             if w.located:
                 again = [(t, gate, False) for t in hit if (gate := self._replace(t, w)) is not None]
                 again += [(t, self._release(t), True) for t in held]
                 # a track split by the jump now stands on its item's other track: one item, one track, before
                 # the pusher's sweep is checked for neighbours
-                self.tracker.merge_coincident(self.link.encoder_count_at(time.monotonic()) / self.tpm)
+                belt_now = self.link.encoder_count_at(time.monotonic()) / self.tpm
+                self.tracker.merge_coincident(belt_now)
+                self.tracker.forget_departed_twins(belt_now)
                 for t, gate, was_held in again:
                     self._requeue(t, gate, t.last_capture_ts, was_held)
-                self._correct_decisions(w)
+                self._correct_decisions(w, every)
                 continue
             for t in hit:
                 t.uncertainty_mm = max(t.uncertainty_mm, w.error_mm)
                 gate = self._withdraw(t, w)
                 if gate is not None:
-                    t.requeue_gate = gate  # queued again once a trusted frame places it
+                    t.requeue_gate = gate  # queued again once a trusted frame places it (never, once departed)
             for t in held:
                 t.requeue_gate, t.requeue_held = self._release(t), True
 
-    def _correct_decisions(self, w: JumpWindow) -> None:
+    def _correct_decisions(self, w: JumpWindow, tracks: list[Track]) -> None:
         """Tell the correction listeners where each track decided on a frame in the window really was then."""
-        for t in self.tracker.tracks.values():
+        for t in tracks:
             if t.decided and w.covers(t.decided_at_ts):
                 belt = self.link.encoder_count_at(t.decided_at_ts) / self.tpm
                 for listener in self.corrections:
@@ -330,12 +335,14 @@ class Sorter:
         return (self.gate_distance(gate) - track.u_mm + track.drift * track.belt_mm) / (1.0 + track.drift)
 
     def _neighbour_in_sweep(self, track: Track, gate: int, ticks_per_s: float) -> bool:
-        """Would any other tracked item be within the pusher's sweep when it fires for this one?"""
+        """Would any other item be within the pusher's sweep when it fires for this one? Items tracked now, and
+        those that have left the camera's view (an ejection queued again after a clock jump may be queued when
+        the item and its neighbours are all past the camera)."""
         room = self.clearance_mm(ticks_per_s, gate)
         b = self.belt_at_gate(track, gate)
         g = self.gate_distance(gate)
-        return any(abs(o.predict(b) + b - g) < room + o.uncertainty_mm
-                   for o in self.tracker.tracks.values() if o.id != track.id)
+        others = [*self.tracker.tracks.values(), *self.tracker.departed]
+        return any(abs(o.predict(b) + b - g) < room + o.uncertainty_mm for o in others if o.id != track.id)
 
     def snapshot(self) -> dict[str, Any]:
         """Pure numbers for telemetry: counts per grade, reject rate, latency, ejection stats."""

@@ -23,6 +23,7 @@ import numpy as np
 MATCH_MM = 25.0  # largest distance between a prediction and a detection that can be the same item
 DRIFT_BASELINE_MM = 100.0  # belt travel between two complete views before a slip rate is believed
 DRIFT_DEADBAND = 0.03  # slower than the belt by less than this is measurement noise, not slip
+DEPARTED_KEPT = 64  # dropped tracks remembered (8 s of items at 8 per second: past the last gate)
 DRIFT_LOG = 64  # slip rates kept per track (with their frame's time), to go back to one a clock jump did not touch
 # Two trusted tracks whose centres are closer than this (along and across the belt) follow one item: no two items
 # can be, as the thinnest is 20 mm across. A track splits when a detection is placed wrong (a clock jump) and
@@ -122,6 +123,9 @@ class Tracker:
         self._ids = itertools.count(1)
         self.dropped_undecided = 0
         self.merged = 0  # tracks merged into another that followed the same item
+        # Tracks dropped from view, latest last: their items ride on towards the gates, and an ejection queued
+        # late (after a clock jump) must still keep its pusher's sweep clear of them.
+        self.departed: deque[Track] = deque(maxlen=DEPARTED_KEPT)
 
     def update(self, detections: list[Detection], belt_mm: float, capture_ts: float, views: int = 1) -> list[Track]:
         """Associate one frame's detections; returns the tracks that were dropped in this update."""
@@ -157,6 +161,7 @@ class Tracker:
                 if t.misses >= self.drop_frames * max(1, views):
                     del self.tracks[t.id]
                     dropped.append(t)
+                    self.departed.append(t)
                     if not t.decided:
                         self.dropped_undecided += 1
         return dropped
@@ -203,6 +208,17 @@ class Tracker:
                     merged += 1
         self.merged += merged
         return merged
+
+    def forget_departed_twins(self, belt_mm: float) -> None:
+        """A departed track on another track's spot followed the same item (split by a clock jump before it left
+        the view): forget it, or it would stand in its own item's pusher sweep."""
+        trusted = [t for t in (*self.tracks.values(), *self.departed) if not t.uncertainty_mm]
+        for d in list(self.departed):
+            if not d.uncertainty_mm and any(
+                    o is not d and o.id != d.id and abs(d.predict(belt_mm) - o.predict(belt_mm)) < MERGE_MM
+                    and abs(d.y_mm - o.y_mm) < MERGE_MM and (o.decided or not d.decided) for o in trusted):
+                self.departed.remove(d)
+                trusted.remove(d)
 
     def confirmed(self, t: Track) -> bool:
         return t.hits >= self.confirm_frames
