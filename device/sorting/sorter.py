@@ -247,7 +247,10 @@ class Sorter:
         if not (t.decided and w.covers(t.decided_from_ts)):
             return None
         withdrawn = self.scheduler.withdraw(t.id)
-        return None if withdrawn is None else withdrawn.gate
+        if withdrawn is None:
+            return None
+        t.eject_gate = None
+        return withdrawn.gate
 
     def _replace(self, t: Track, w: JumpWindow) -> int | None:
         """The link now maps the track's last capture time right: move it to where that frame really saw it
@@ -277,6 +280,7 @@ class Sorter:
             return
         target = self.gate_distance(gate) - self.belt_at_gate(track, gate)
         if self.scheduler.schedule(track.id, target, gate, speed, epoch=self._epoch) == "queued":
+            track.eject_gate = gate
             if held:
                 self.scheduler.stats.released += 1
             else:
@@ -309,6 +313,8 @@ class Sorter:
         acked = time.monotonic()
         for track, x_mm, d, decided_ts, outcome in decided:
             queued = outcome is None
+            if queued and answers[track.id] == "queued":
+                track.eject_gate = d.gate
             o = ItemOutcome(track.id, d, answers[track.id] if queued else str(outcome), frame.capture_ts,
                             decided_ts, acked if queued else None, x_mm, len(track.views_seen))
             self.counts[d.grade] += 1
@@ -341,7 +347,11 @@ class Sorter:
         room = self.clearance_mm(ticks_per_s, gate)
         b = self.belt_at_gate(track, gate)
         g = self.gate_distance(gate)
-        others = [*self.tracker.tracks.values(), *self.tracker.departed]
+        # of the departed, only items: a decided track (an edge sliver's or a split's track that died undecided
+        # followed an item tracked on its own), and only while on the belt (one ejected is in its bin)
+        departed = [o for o in self.tracker.departed if o.decided and (
+            o.eject_gate is None or o.predict(b) + b < self.gate_distance(o.eject_gate) + room)]
+        others = [*self.tracker.tracks.values(), *departed]
         return any(abs(o.predict(b) + b - g) < room + o.uncertainty_mm for o in others if o.id != track.id)
 
     def snapshot(self) -> dict[str, Any]:

@@ -68,6 +68,7 @@ class Track:
     # (a neighbour in the pusher's sweep, a slip): looked at again if a clock jump shows those places were wrong
     held_gate: int | None = None
     requeue_held: bool = False  # requeue_gate came from a held-back decision, not a withdrawn ejection
+    eject_gate: int | None = None  # the gate its ejection was queued for (its item leaves the belt there)
 
     def drift_before(self, ts: float) -> float:
         """The slip rate believed from views captured before `ts` (0 when none had a long enough baseline)."""
