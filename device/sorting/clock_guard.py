@@ -22,6 +22,12 @@ from collections import deque
 from dataclasses import dataclass
 
 KEEP_S = 10.0  # windows older than this are forgotten: no frame that old is still in the pipeline
+# Jumps closer together than this are a burst: the correction of one was measured across the next (a starved
+# simulator pausing again and again), so no position from the burst is trusted, located or not, and the line
+# ejects nothing until HOLD_S after its last jump. A real MCU's clock does not jump; twice in a second means
+# something is wrong, and the default bin is the safe answer.
+BURST_GAP_S = 1.0
+HOLD_S = 1.0
 MIN_ERROR_MM = 1.0  # a jump that moved positions less than this (the belt stood still) is ignored
 
 
@@ -45,6 +51,10 @@ class ClockGuard:
         self._lock = threading.Lock()
         self.windows: list[JumpWindow] = []  # measured; the sorter thread's only
         self.jumps = 0
+        self.bursts = 0
+        self.burst_since = 0.0  # the first capture time of the latest burst (its first jump's window start)
+        self.unstable_until = 0.0  # host time until which the line must not eject (a burst of jumps)
+        self._last: JumpWindow | None = None
 
     def report(self, since: float, detected: float, shift_s: float, located: bool = False) -> None:
         """From the link's event listener: one ClockJump."""
@@ -64,11 +74,23 @@ class ClockGuard:
         measured = [JumpWindow(w.since, w.detected, w.shift_s, w.located, abs(w.shift_s) * belt_mm_per_s)
                     for w in new]
         measured = [w for w in measured if w.error_mm >= MIN_ERROR_MM]
+        for w in measured:
+            last = self._last
+            if last is not None and w.detected - last.detected < BURST_GAP_S:
+                if self.unstable_until < last.detected:  # a new burst: it began with the previous jump
+                    self.bursts += 1
+                    self.burst_since = last.since
+                self.unstable_until = max(self.unstable_until, w.detected + HOLD_S)
+            self._last = w
         self.windows.extend(w for w in measured if not w.located)
         if self.windows:
             newest = max(w.detected for w in self.windows)
             self.windows = [w for w in self.windows if w.detected > newest - KEEP_S]
         return measured
+
+    def unstable(self, now: float) -> bool:
+        """Inside a burst of jumps, or less than HOLD_S after it: eject nothing."""
+        return now < self.unstable_until
 
     def uncertainty_mm(self, capture_ts: float) -> float:
         """How far the belt position of a frame captured at capture_ts may be off (0: the mapping held)."""

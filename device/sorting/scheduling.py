@@ -43,6 +43,7 @@ class EjectionStats:
     requeued: int = 0  # queued again once the item's position was trusted (also counted in queued)
     # queued after all: held back (a neighbour in the sweep, a slip) on positions a clock jump proved wrong
     released: int = 0
+    stood_down: int = 0  # withdrawn in a burst of clock jumps (aimed from positions inside it): default bin
     fire_errors: list[int] = field(default_factory=list)  # actual - target counts
 
     def as_dict(self) -> dict[str, object]:
@@ -50,6 +51,7 @@ class EjectionStats:
             "queued": self.queued, "fired": self.fired, "late": self.late, "full": self.full,
             "failed": self.failed, "missed": self.missed, "late_reports": self.late_reports,
             "withdrawn": self.withdrawn, "requeued": self.requeued, "released": self.released,
+            "stood_down": self.stood_down,
         }
 
 

@@ -72,7 +72,8 @@ class ItemOutcome:
 
     track_id: int
     decision: Decision
-    outcome: str  # queued | late | full | failed | default | uncertain | ambiguous | too_close | paused
+    outcome: str  # queued | late | full | failed | default | uncertain | ambiguous | too_close | slipping |
+    # paused | clock_unstable
     capture_ts: float  # capture time of the frame that triggered the decision
     decided_ts: float
     acked_ts: float | None  # when the MCU acknowledged QUEUE_EJECT
@@ -197,7 +198,11 @@ class Sorter:
         if not self.clock_guard.pending():
             return
         mm_per_s = self.link.encoder_speed() / self.tpm
-        for w in self.clock_guard.take(mm_per_s):
+        bursts = self.clock_guard.bursts
+        windows = self.clock_guard.take(mm_per_s)
+        if self.clock_guard.bursts != bursts or self.clock_guard.unstable(time.monotonic()):
+            self._stand_down(self.clock_guard.burst_since)
+        for w in windows:
             every = [*self.tracker.tracks.values(), *self.tracker.departed]
             hit = [t for t in every if w.covers(t.last_capture_ts)]
             log.warning("MCU clock jumped %+.1f ms: %d tracks placed up to %.0f mm off, %s", w.shift_s * 1e3,
@@ -224,6 +229,18 @@ class Sorter:
                     t.requeue_gate = gate  # queued again once a trusted frame places it (never, once departed)
             for t in held:
                 t.requeue_gate, t.requeue_held = self._release(t), True
+
+    def _stand_down(self, since: float) -> None:
+        """A burst of clock jumps: withdraw every ejection aimed from a position seen since it began (none is
+        queued again while it lasts: their items go to the default bin)."""
+        for t in [*self.tracker.tracks.values(), *self.tracker.departed]:
+            if t.eject_gate is not None and t.aimed_from_ts >= since and self.scheduler.withdraw(t.id) is not None:
+                t.eject_gate = None
+                self.scheduler.stats.stood_down += 1  # also counted in withdrawn
+            if t.decided_at_ts >= since:
+                t.held_gate = t.requeue_gate = None
+        log.warning("the MCU's clock is jumping again and again: ejections aimed since then withdrawn, items "
+                    "to the default bin until it settles")
 
     def _correct_decisions(self, w: JumpWindow, tracks: list[Track]) -> None:
         """Tell the correction listeners where each track decided on a frame in the window really was then."""
@@ -271,6 +288,9 @@ class Sorter:
         """Queue a withdrawn or (`held`) held-back ejection again at the item's trusted position (or leave it to
         the default bin)."""
         track.requeue_gate, track.requeue_held = None, False
+        if self.clock_guard.unstable(time.monotonic()):
+            log.warning("item %s: not queued again, the MCU's clock is jumping", track.id)
+            return
         speed = self.ticks_per_s(capture_ts)
         if track.drift < -MAX_SLIP:
             log.warning("item %s: not queued again, it slips", track.id)
@@ -280,7 +300,7 @@ class Sorter:
             return
         target = self.gate_distance(gate) - self.belt_at_gate(track, gate)
         if self.scheduler.schedule(track.id, target, gate, speed, epoch=self._epoch) == "queued":
-            track.eject_gate = gate
+            track.eject_gate, track.aimed_from_ts = gate, capture_ts
             if held:
                 self.scheduler.stats.released += 1
             else:
@@ -297,6 +317,8 @@ class Sorter:
             outcome: str | None = None
             if self.paused.is_set():
                 outcome = "paused"
+            elif d.gate is not None and self.clock_guard.unstable(time.monotonic()):
+                outcome = "clock_unstable"  # positions cannot be trusted: default bin
             elif d.gate is None:
                 outcome = d.grade if d.grade in (UNCERTAIN, AMBIGUOUS) else "default"
             elif track.drift < -MAX_SLIP:
@@ -314,7 +336,7 @@ class Sorter:
         for track, x_mm, d, decided_ts, outcome in decided:
             queued = outcome is None
             if queued and answers[track.id] == "queued":
-                track.eject_gate = d.gate
+                track.eject_gate, track.aimed_from_ts = d.gate, track.decided_from_ts
             o = ItemOutcome(track.id, d, answers[track.id] if queued else str(outcome), frame.capture_ts,
                             decided_ts, acked if queued else None, x_mm, len(track.views_seen))
             self.counts[d.grade] += 1
@@ -369,5 +391,6 @@ class Sorter:
             "tracks_dropped_undecided": self.tracker.dropped_undecided,
             "tracks_merged": self.tracker.merged,
             "clock_jumps": self.clock_guard.jumps,
+            "clock_jump_bursts": self.clock_guard.bursts,
             "frames_uncertain": self.frames_uncertain,
         }

@@ -69,6 +69,7 @@ class Track:
     held_gate: int | None = None
     requeue_held: bool = False  # requeue_gate came from a held-back decision, not a withdrawn ejection
     eject_gate: int | None = None  # the gate its ejection was queued for (its item leaves the belt there)
+    aimed_from_ts: float = 0.0  # capture time of the position that ejection was aimed from
 
     def drift_before(self, ts: float) -> float:
         """The slip rate believed from views captured before `ts` (0 when none had a long enough baseline)."""
