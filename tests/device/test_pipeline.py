@@ -118,7 +118,12 @@ def test_frames_with_nothing_to_infer_pass_through_with_no_outputs(tmp_path, tin
     with Pipeline(open_source(f"{tmp_path / 'imgs'}?fps=20"), backend, Skip(tiny), rec) as pipe:
         assert pipe.join(30)
     results = {name: r for name, r, _ in rec.items}
-    assert results.get("0000.png") is None and isinstance(results.get("0001.png"), Classification)
+    # frames 1, 3, 5 (0000.png, 0002.png, ...) had nothing to infer, the others were classified; a starved
+    # machine may drop a frame at the capture slot (the latest frame wins), so judge the ones that came through
+    skipped = {n: r for n, r in results.items() if int(n[:4]) % 2 == 0}
+    inferred = {n: r for n, r in results.items() if int(n[:4]) % 2 == 1}
+    assert skipped and inferred, results
+    assert all(r is None for r in skipped.values()) and all(isinstance(r, Classification) for r in inferred.values())
 
 
 @pytest.mark.timeout(30)
