@@ -255,6 +255,7 @@ class Sorter:
 
     @staticmethod
     def _release(t: Track) -> int:
+        """Take a held-back decision's gate off its track, to be queued after all."""
         gate, t.held_gate = t.held_gate, None
         assert gate is not None
         return gate
