@@ -108,6 +108,7 @@ class Sorter:
         self.link = link
         self.views = views
         self.tpm = cfg.line.ticks_per_mm
+        self._gate_mm = {g.id: g.distance_mm for g in cfg.line.gates}  # ids are unique (config validates)
         self.mm_per_px = cfg.cameras[0].mm_per_px
         self.tracker = Tracker(cfg.sorting.confirm_frames, cfg.sorting.drop_frames)
         self.scheduler = EjectionScheduler(cfg, link, alarm)
@@ -130,6 +131,11 @@ class Sorter:
         self.frames_uncertain = 0  # frames placed through a broken clock mapping
         if hasattr(link, "add_event_listener"):
             link.add_event_listener(self._on_link_event)
+
+    def belt_mm_at(self, host_ts: float) -> float:
+        """Belt travel (mm) at a host time, through the link's clock mapping (right in hindsight after a located
+        jump)."""
+        return self.link.encoder_count_at(host_ts) / self.tpm
 
     def ticks_per_s(self, at: float) -> float:
         c1 = self.link.encoder_count_at(at)
@@ -215,7 +221,7 @@ class Sorter:
                 again += [(t, self._release(t), True) for t in held]
                 # a track split by the jump now stands on its item's other track: one item, one track, before
                 # the pusher's sweep is checked for neighbours
-                belt_now = self.link.encoder_count_at(time.monotonic()) / self.tpm
+                belt_now = self.belt_mm_at(time.monotonic())
                 self.tracker.merge_coincident(belt_now)
                 self.tracker.forget_departed_twins(belt_now)
                 for t, gate, was_held in again:
@@ -246,7 +252,7 @@ class Sorter:
         """Tell the correction listeners where each track decided on a frame in the window really was then."""
         for t in tracks:
             if t.decided and w.covers(t.decided_at_ts):
-                belt = self.link.encoder_count_at(t.decided_at_ts) / self.tpm
+                belt = self.belt_mm_at(t.decided_at_ts)
                 for listener in self.corrections:
                     try:
                         listener(t.id, t.predict(belt) + belt)
@@ -274,12 +280,12 @@ class Sorter:
         """The link now maps the track's last capture time right: move it to where that frame really saw it
         (u = x - belt, so u shifts by the change in belt travel) and cancel its ejection if it was decided from
         the wrong position; returns the cancelled ejection's gate, to be queued again from the new position."""
-        belt = self.link.encoder_count_at(t.last_capture_ts) / self.tpm
+        belt = self.belt_mm_at(t.last_capture_ts)
         t.u_mm += t.belt_mm - belt
         t.belt_mm = belt
         if t.first_complete is not None and w.covers(t.first_complete[2]):  # the slip baseline, likewise
             u0, b0, ts0 = t.first_complete
-            b0_right = self.link.encoder_count_at(ts0) / self.tpm
+            b0_right = self.belt_mm_at(ts0)
             t.first_complete = (u0 + b0 - b0_right, b0_right, ts0)
         # a slip rate measured on a view placed wrong is the jump's travel, not slip: back to the one before
         t.drift = t.drift_before(w.since)
@@ -356,7 +362,7 @@ class Sorter:
         return line.pusher_mm / 2 + travel_mm / 2 + line.clearance_margin_mm
 
     def gate_distance(self, gate: int) -> float:
-        return next(g.distance_mm for g in self.cfg.line.gates if g.id == gate)
+        return self._gate_mm[gate]
 
     def belt_at_gate(self, track: Track, gate: int) -> float:
         """Belt travel (mm) at which the item's centre reaches the gate, its slip included:

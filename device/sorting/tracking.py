@@ -217,7 +217,7 @@ class Tracker:
         trusted = [t for t in (*self.tracks.values(), *self.departed) if not t.uncertainty_mm]
         for d in list(self.departed):
             if not d.uncertainty_mm and any(
-                    o is not d and o.id != d.id and abs(d.predict(belt_mm) - o.predict(belt_mm)) < MERGE_MM
+                    o.id != d.id and abs(d.predict(belt_mm) - o.predict(belt_mm)) < MERGE_MM
                     and abs(d.y_mm - o.y_mm) < MERGE_MM and (o.decided or not d.decided) for o in trusted):
                 self.departed.remove(d)
                 trusted.remove(d)
