@@ -64,6 +64,8 @@ class Preprocessor:
         self._ring = [np.empty((max_batch, c, spec.height, spec.width), np.float32) for _ in range(ring)]
         self._next = 0
         self._canvas = np.full((spec.height, spec.width, 3), LETTERBOX_FILL, np.uint8)
+        w, h = spec.width, spec.height
+        self._identity = ImageTransform(1.0, 1.0, 0.0, 0.0, w, h)  # an input-sized image, not resized
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
         return self.prepare(images)[0]
@@ -75,8 +77,24 @@ class Preprocessor:
             raise ValueError(f"a batch of {n} images; this preprocessor takes 1 to {self.max_batch}")
         buf = self._ring[self._next]
         self._next = (self._next + 1) % len(self._ring)
+        if n > 1 and self._all_input_sized(images):
+            return self._normalise_stack(np.stack(images), buf[:n]), [self._identity] * n
         transforms = [self._one(img, buf[i]) for i, img in enumerate(images)]
         return buf[:n], transforms
+
+    def _all_input_sized(self, images: list[np.ndarray]) -> bool:
+        """Every image already a BGR uint8 image of the input's size (the sorter's crops): no resize to do."""
+        shape = (self.spec.height, self.spec.width, 3)
+        return self.spec.color_order != "GRAY" and all(i.dtype == np.uint8 and i.shape == shape for i in images)
+
+    def _normalise_stack(self, stack: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) BGR uint8 -> out (N, C, H, W): one multiply-add per channel for the whole batch, the
+        same arithmetic as `_one` (a crop at a time cost about 80 us each in numpy call overhead)."""
+        order = (2, 1, 0) if self.spec.color_order == "RGB" else (0, 1, 2)
+        for c, src in enumerate(order):
+            np.multiply(stack[:, :, :, src], self._a[c], out=out[:, c], casting="unsafe")
+            out[:, c] += self._b[c]
+        return out
 
     def _one(self, img: np.ndarray, out: np.ndarray) -> ImageTransform:
         if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)):

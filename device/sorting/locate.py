@@ -82,7 +82,7 @@ def locate(frame_bgr: np.ndarray, edge_px: int = 2) -> BeltView:
     small = half_resolution(frame_bgr)
     mask = item_mask(small)
     # Grana's block-based labelling: the same components as OpenCV's default, three times faster here
-    n, labels, stats, _centroids = cv2.connectedComponentsWithStatsWithAlgorithm(
+    n, labels, stats, centroids = cv2.connectedComponentsWithStatsWithAlgorithm(
         mask, 8, cv2.CV_32S, cv2.CCL_GRANA
     )
     w = frame_bgr.shape[1]
@@ -97,7 +97,11 @@ def locate(frame_bgr: np.ndarray, edge_px: int = 2) -> BeltView:
         fx, fy = x * SCALE, y * SCALE
         region = frame_bgr[fy : fy + bh * SCALE, fx : fx + bw * SCALE]
         value = cv2.max(cv2.max(region[:, :, 0], region[:, :, 1]), region[:, :, 2])  # HSV's V
-        for blob in _split_touching(comp, _lit_core(comp, value), fx, fy):
+        # the whole component as one blob, from the half-resolution statistics: `comp` is their nearest-neighbour
+        # upscale, so its box, area and centroid follow exactly (a pixel at u covers u*S .. u*S+S-1)
+        cx, cy = (float(c) * SCALE + (SCALE - 1) / 2 for c in centroids[i])
+        whole = Blob(cx, cy, fx, fy, fx + bw * SCALE, fy + bh * SCALE, area * _S2)
+        for blob in _split_touching(comp, _lit_core(comp, value), whole):
             at_edge = blob.x0 <= edge_px or blob.x1 >= w - edge_px
             (partial if at_edge else complete).append(blob)
     return BeltView(small, complete, partial)
@@ -126,11 +130,15 @@ def _lit_core(comp: np.ndarray, value: np.ndarray) -> np.ndarray:
     return cv2.morphologyEx(core, cv2.MORPH_CLOSE, _KERNEL) & comp  # fill wart dots
 
 
-def _split_touching(comp: np.ndarray, core: np.ndarray, ox: int, oy: int) -> list[Blob]:
-    """One component (frame pixels, at ox, oy) -> one blob per lit core; a part still too thick for one item
-    is flagged ambiguous."""
-    k, core_labels, core_stats, _c = cv2.connectedComponentsWithStats(core, connectivity=4)
-    keep = [j for j in range(1, k) if core_stats[j, cv2.CC_STAT_AREA] >= CORE_MIN_PX]
+def _split_touching(comp: np.ndarray, core: np.ndarray, whole: Blob) -> list[Blob]:
+    """One component (frame pixels; `whole` is it as one blob) -> one blob per lit core; a part still too thick
+    for one item is flagged ambiguous."""
+    ox, oy = whole.x0, whole.y0
+    # labels without OpenCV's statistics and the areas by a bincount: about half the cost (measured on the
+    # twin's cores, 7400 px on average: 55 -> 30 us), and this runs for every item in every frame
+    k, core_labels = cv2.connectedComponentsWithAlgorithm(core, 4, cv2.CV_16U, cv2.CCL_DEFAULT)
+    areas = np.bincount(core_labels.ravel(), minlength=k)
+    keep = [j for j in range(1, k) if areas[j] >= CORE_MIN_PX]
     if len(keep) >= 2:
         seeds = np.isin(core_labels, keep)
         # each pixel takes the label of its nearest seed pixel (the zero pixels of the inverted seed mask)
@@ -140,22 +148,26 @@ def _split_touching(comp: np.ndarray, core: np.ndarray, ox: int, oy: int) -> lis
         label_of[nearest[seeds]] = core_labels[seeds]
         owner = label_of[nearest]
         parts = [((owner == j) & (comp == 1)).astype(np.uint8) for j in keep]
-        parts = [p for p in parts if int(p.sum()) >= MIN_AREA_PX] or [comp]
-    else:
-        parts = [comp]
-    blobs = []
-    for part in parts:
-        x0, y0, bw, bh = cv2.boundingRect(part)
-        x1, y1 = x0 + bw, y0 + bh
-        m = cv2.moments(part, binaryImage=True)
-        ambiguous = False
-        if min(x1 - x0, y1 - y0) > 2 * MAX_ITEM_RADIUS_PX:  # else no circle that wide fits: skip the transform
-            pd = cv2.distanceTransform(cv2.copyMakeBorder(part, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
-                                       cv2.DIST_L2, 5)
-            ambiguous = float(pd.max()) > MAX_ITEM_RADIUS_PX
-        blobs.append(Blob(m["m10"] / m["m00"] + ox, m["m01"] / m["m00"] + oy, x0 + ox, y0 + oy, x1 + ox,
-                          y1 + oy, int(m["m00"]), ambiguous=ambiguous))
-    return blobs
+        parts = [p for p in parts if int(p.sum()) >= MIN_AREA_PX]
+        if parts:
+            blobs = []
+            for part in parts:
+                x0, y0, bw, bh = cv2.boundingRect(part)
+                m = cv2.moments(part, binaryImage=True)
+                blobs.append(Blob(m["m10"] / m["m00"] + ox, m["m01"] / m["m00"] + oy, x0 + ox, y0 + oy,
+                                  x0 + bw + ox, y0 + bh + oy, int(m["m00"]), ambiguous=_too_thick(part, bw, bh)))
+            return blobs
+    if _too_thick(comp, whole.x1 - whole.x0, whole.y1 - whole.y0):
+        return [Blob(whole.cx, whole.cy, whole.x0, whole.y0, whole.x1, whole.y1, whole.area, ambiguous=True)]
+    return [whole]
+
+
+def _too_thick(part: np.ndarray, w: int, h: int) -> bool:
+    """Whether a circle wider than one item fits inside the part (two items touching along their length)."""
+    if min(w, h) <= 2 * MAX_ITEM_RADIUS_PX:  # no circle that wide fits in the box: skip the transform
+        return False
+    pd = cv2.distanceTransform(cv2.copyMakeBorder(part, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0), cv2.DIST_L2, 5)
+    return float(pd.max()) > MAX_ITEM_RADIUS_PX
 
 
 def _crop_small(small: np.ndarray, blob: Blob) -> np.ndarray:

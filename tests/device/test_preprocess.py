@@ -85,6 +85,22 @@ def test_a_batch_of_different_sizes_and_a_ring_of_buffers():
     assert not np.array_equal(a[0], kept[0])  # ring of 2: the third call reuses the first buffer
 
 
+@pytest.mark.parametrize("policy", ["stretch", "letterbox", "center_crop"])
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_a_batch_of_input_sized_crops_is_normalised_at_once_and_equals_one_at_a_time(policy, order):
+    s = spec(resize=policy, color_order=order)
+    crops = [frame(24, 32, seed) for seed in range(5)]
+    batched, transforms = Preprocessor(s, max_batch=5).prepare(crops)
+    one = Preprocessor(s, max_batch=1)
+    for i, crop in enumerate(crops):
+        single, (tf,) = one.prepare([crop])
+        np.testing.assert_array_equal(batched[i], single[0])
+        assert transforms[i] == tf
+    # a batch with one image of another size takes the per-image path, with the same result for the rest
+    mixed, _tfs = Preprocessor(s, max_batch=6).prepare([*crops, frame(60, 80)])
+    np.testing.assert_array_equal(mixed[:5], batched)
+
+
 def test_letterbox_pads_and_maps_boxes_back_to_frame_pixels():
     s = spec(
         shape=(1, 3, 32, 32), color_order="BGR", scale=1.0, mean=(0, 0, 0), std=(1, 1, 1), resize="letterbox"
