@@ -80,7 +80,14 @@ class SortingConfig(_Section):
         default_factory=lambda: {"2L": 0, "L": 1, "M": 2, "S": 3, "2S": 4, "BL": 5, "BM": 6, "BS": 7},
         description="grade -> gate id; a grade not listed goes to the default bin",
     )
-    confidence_floor: float = Field(0.6, ge=0, le=1, description="below this the item is 'uncertain'")
+    # 0.5: an item goes to a grade's bin only when that grade is more likely right than wrong. It is the
+    # least-cost floor when an item in a wrong bin costs two hand re-sorts (an item in the default bin costs
+    # one, whatever its grade; a floor f fits a wrong bin that costs 1 / (1 - f) re-sorts, so raise it where a
+    # wrong bin costs more). That reading needs calibrated probabilities: on the twin, items decided at 0.5-0.6
+    # were right 19 times in 28. Over 6398 items graded there, 0.6 sent 23 right-graded items to the default
+    # bin to keep 11 misgrades out (0.36 point of sort accuracy), 0.5 sent 4 to keep 2 (`edgesort bench sort`
+    # writes this sweep for the runs it made: summary.floor_sweep; docs/BENCHMARKS.md).
+    confidence_floor: float = Field(0.5, ge=0, le=1, description="below this the item is 'uncertain'")
     confirm_frames: int = Field(2, ge=1, le=100, description="frames before a track is confirmed")
     drop_frames: int = Field(4, ge=1, le=100, description="frames unseen before a track is dropped")
     any_view_grades: list[str] = Field(

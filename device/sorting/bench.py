@@ -30,6 +30,9 @@ FAULT_RUNS = {
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="feeding time per run")
+    p.add_argument("--min-items", type=int, default=200,
+                   help="fault-free runs feed at least this many items (longer than --seconds at low rates): one "
+                   "item is 100/N points of accuracy, so 0.5 point needs 200 (0: --seconds only)")
     p.add_argument("--speeds", default="0.5,1.5", help="belt speeds, m/s")
     p.add_argument("--rates", default="2,8", help="items per second")
     p.add_argument("--mcu", default="python,firmware", help="python and/or firmware (simavr)")
@@ -101,6 +104,42 @@ def _row(report: dict[str, Any], **key: Any) -> dict[str, Any]:
     }
 
 
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fault-free runs pooled (a 0.5-point gap needs hundreds of items; a run at 2 items/s has 40 a
+    20 s run), and what other confidence floors would have done with every run's graded items."""
+    clean = [r for r in rows if r.get("fault") is None and "error" not in r]
+    items = sum(r["items_total"] for r in clean)
+    pooled: dict[str, Any] = {"runs": len(clean), "items": items}
+    if items:
+        for k in ("sort_accuracy", "classification_accuracy", "decided_bin_accuracy"):
+            pooled[k] = round(sum(r[k] * r["items_total"] for r in clean) / items, 4)
+        pooled["accuracy_gap_points"] = round(100 * (pooled["classification_accuracy"] - pooled["sort_accuracy"]), 2)
+        pooled["line_gap_points"] = round(100 * (pooled["decided_bin_accuracy"] - pooled["sort_accuracy"]), 2)
+    graded: list[dict[str, Any]] = []
+    for r in rows:
+        if "report" in r:
+            per_item = json.loads(Path(r["report"]).read_text())["per_item"]
+            graded += [it for it in per_item if it.get("top") is not None]
+    return {"fault_free_pooled": pooled, "floor_sweep": floor_sweep(graded)}
+
+
+def floor_sweep(graded: list[dict[str, Any]],
+                floors: tuple[float, ...] = (0.0, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8)) -> list[dict[str, Any]]:
+    """For each floor: the graded items it would send to the default bin with a correct top class (the floor's
+    cost in sort accuracy) and with a wrong one (misgrades it keeps out of a grade bin), and the misgrades that
+    would still reach one. Read from each item's aggregated confidence, which does not depend on the floor."""
+    n = len(graded)
+    out = []
+    for f in floors:
+        below = [it for it in graded if it["confidence"] < f]
+        lost = sum(it["top"] == it["true"] for it in below)
+        passed = sum(it["top"] != it["true"] for it in graded if it["confidence"] >= f)
+        out.append({"floor": f, "graded": n, "correct_to_default": lost, "misgraded_caught": len(below) - lost,
+                    "misgraded_to_grade_bin": passed,
+                    "cost_points": round(100 * lost / n, 2) if n else 0.0})
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from device.commands.probes import CpuShares
     from device.sorting.session import run_twin_session
@@ -123,8 +162,10 @@ def run(args: argparse.Namespace) -> int:
         cfg = _config(args, speed, rate, FAULT_RUNS.get(fault, ""), tag)
         cpu = CpuShares()
         key = {"mcu": mcu, "belt_speed_mps": speed, "rate": rate, "fault": fault or None}
+        seconds = args.seconds if fault else max(args.seconds, args.min_items / rate)
+        key["seconds"] = round(seconds, 1)
         try:
-            report = run_twin_session(cfg, args.seconds, firmware=(mcu == "firmware"))
+            report = run_twin_session(cfg, seconds, firmware=(mcu == "firmware"))
         except Exception as exc:  # one run that cannot start (an MCU that never answers) must not lose the rest
             log.exception("bench sort: %s failed", tag)
             row = {**key, "error": f"{type(exc).__name__}: {exc}"}
@@ -137,9 +178,9 @@ def run(args: argparse.Namespace) -> int:
         row["cpu_steal_percent"] = cpu.percent().get("steal")
         rows.append(row)
         print(json.dumps(row), flush=True)
-    doc = {"bench": "sort", "seconds_per_run": args.seconds, "confidence_floor": args.confidence_floor,
-           "machine": platform.platform(),
-           "processor": platform.processor(), "runs": rows}
+    doc = {"bench": "sort", "seconds_per_run": args.seconds, "min_items": args.min_items,
+           "confidence_floor": args.confidence_floor, "machine": platform.platform(),
+           "processor": platform.processor(), "summary": summarise(rows), "runs": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2) + "\n")
     failed = [r for r in rows if "error" in r]

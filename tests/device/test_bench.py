@@ -5,6 +5,8 @@ import sys
 import pytest
 from runtime_fixtures import colour_images, tiny_bundle
 
+from device.sorting.bench import floor_sweep
+
 pytest.importorskip("onnxruntime")
 
 
@@ -97,7 +99,7 @@ def test_bench_delegates_lazily_and_names_a_missing_module():
 def test_bench_sort_writes_a_row_per_run_and_each_runs_whole_report(tmp_path):
     out = tmp_path / "sort.json"
     r = edgesort("bench", "sort", "--mcu", "python", "--speeds", "1.5", "--rates", "8", "--faults", "",
-                 "--seconds", "3", "--state-dir", str(tmp_path / "state"), "--json", str(out))
+                 "--seconds", "3", "--min-items", "0", "--state-dir", str(tmp_path / "state"), "--json", str(out))
     assert r.returncode == 0, r.stderr
     (row,) = json.loads(out.read_text())["runs"]
     assert row["mcu"] == "python" and row["items_total"] > 0 and "cpu_steal_percent" in row
@@ -105,13 +107,26 @@ def test_bench_sort_writes_a_row_per_run_and_each_runs_whole_report(tmp_path):
     assert row["report"].endswith("sort_runs/python-1.5-8.0-none.json")
     assert len(report["per_item"]) == row["items_total"] and report["wrong_bin"] == row["wrong_bin"]
     assert row["policy_gap_points"] + row["line_gap_points"] == pytest.approx(row["accuracy_gap_points"], abs=0.02)
+    pooled = json.loads(out.read_text())["summary"]["fault_free_pooled"]
+    assert pooled["items"] == row["items_total"] and pooled["sort_accuracy"] == row["sort_accuracy"]
+
+
+def test_floor_sweep_counts_what_each_floor_would_send_to_the_default_bin():
+    items = [{"true": "M", "top": "M", "confidence": 0.95}, {"true": "M", "top": "M", "confidence": 0.55},
+             {"true": "C", "top": "BL", "confidence": 0.52}, {"true": "C", "top": "BL", "confidence": 0.8}]
+    sweep = {row["floor"]: row for row in floor_sweep(items, (0.0, 0.5, 0.6))}
+    assert sweep[0.0] == {"floor": 0.0, "graded": 4, "correct_to_default": 0, "misgraded_caught": 0,
+                          "misgraded_to_grade_bin": 2, "cost_points": 0.0}
+    assert (sweep[0.5]["correct_to_default"], sweep[0.5]["misgraded_caught"]) == (0, 0)
+    assert sweep[0.6]["correct_to_default"] == 1 and sweep[0.6]["misgraded_caught"] == 1
+    assert sweep[0.6]["misgraded_to_grade_bin"] == 1 and sweep[0.6]["cost_points"] == 25.0
 
 
 def test_bench_sort_confidence_floor_zero_sends_every_graded_item_to_its_top_class(tmp_path):
     out = tmp_path / "sort.json"
     r = edgesort("bench", "sort", "--mcu", "python", "--speeds", "1.5", "--rates", "8", "--faults", "",
-                 "--seconds", "3", "--confidence-floor", "0", "--state-dir", str(tmp_path / "state"),
-                 "--json", str(out))
+                 "--seconds", "3", "--min-items", "0", "--confidence-floor", "0",
+                 "--state-dir", str(tmp_path / "state"), "--json", str(out))
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
     assert doc["confidence_floor"] == 0.0
@@ -123,7 +138,7 @@ def test_bench_sort_confidence_floor_zero_sends_every_graded_item_to_its_top_cla
 def test_bench_sort_records_a_run_that_cannot_start_and_goes_on(tmp_path):
     out = tmp_path / "sort.json"
     r = edgesort("bench", "sort", "--mcu", "python", "--speeds", "1.5", "--rates", "2,8", "--faults", "",
-                 "--seconds", "1", "--bundle", str(tmp_path / "no_bundle"), "--json", str(out))
+                 "--seconds", "1", "--min-items", "0", "--bundle", str(tmp_path / "no_bundle"), "--json", str(out))
     assert r.returncode == 1
     rows = json.loads(out.read_text())["runs"]
     assert len(rows) == 2 and all("no_bundle" in row["error"] for row in rows)
