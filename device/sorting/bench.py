@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -42,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--confidence-floor", type=float,
                    help="override sorting.confidence_floor (0: every graded item goes to its top class's bin)")
+    p.add_argument("--switch-interval", type=float,
+                   help="the interpreter's switch interval, s (CPython's 5 ms when not given): how long a thread "
+                   "that wants the GIL waits before the holder is asked to let go")
     p.add_argument("--state-dir", type=Path, default=Path("runs/bench-sort-state"))
     p.add_argument("--json", type=Path, required=True)
 
@@ -151,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
     for f in faults:
         if f not in FAULT_RUNS:
             raise SystemExit(f"bench sort: unknown fault run '{f}' (known: {', '.join(FAULT_RUNS)})")
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     rows = []
     runs_dir = args.json.with_name(args.json.stem + "_runs")
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     doc = {"bench": "sort", "seconds_per_run": args.seconds, "min_items": args.min_items,
-           "confidence_floor": args.confidence_floor, "machine": platform.platform(),
+           "confidence_floor": args.confidence_floor, "switch_interval_s": sys.getswitchinterval(),
+           "machine": platform.platform(),
            "processor": platform.processor(), "summary": summarise(rows), "runs": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2) + "\n")

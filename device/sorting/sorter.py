@@ -6,6 +6,9 @@
                  ─▶ a confirmed track crossing the decision line, its position trusted: decide() once
                  ─▶ gate? QUEUE_EJECT on the encoder (EjectionScheduler) : default bin
                  ─▶ ItemOutcome to listeners (MQTT item event, the twin's report)
+
+When the MCU's clock jumps against the host's, positions seen around the jump are wrong: `jump_recovery`
+puts the tracks and their ejections right.
 """
 
 from __future__ import annotations
@@ -25,16 +28,16 @@ from device.config import DeviceConfig
 from device.frames import Frame
 from device.postprocess import softmax
 from device.preprocess import Preprocessor
-from device.sorting.clock_guard import ClockGuard, JumpWindow
+from device.sorting.clock_guard import ClockGuard
 from device.sorting.decision import AMBIGUOUS, UNCERTAIN, Decision, decide
+from device.sorting.jump_recovery import JumpRecovery
 from device.sorting.locate import Blob, locate
 from device.sorting.scheduling import EjectionScheduler
-from device.sorting.tracking import Detection, Track, Tracker
+from device.sorting.tracking import MAX_SLIP, Detection, Track, Tracker
 
 log = logging.getLogger(__name__)
 
 SPEED_WINDOW_S = 0.1  # the belt speed is the encoder's slope over this window
-MAX_SLIP = 0.35  # an item slower than the belt by more than this share is not ejected (its arrival is a guess)
 
 
 class SortingTask:
@@ -125,9 +128,10 @@ class Sorter:
         self.host_lock = threading.Lock()  # held per frame; fault injection holds it to freeze the host
         # An MCU reboot restarts its encoder count: positions of earlier frames and tracks are meaningless in
         # the new count, so tracks are dropped (their items go to the default bin) and older frames skipped.
-        self._epoch = getattr(link, "epoch", 0)
+        self.mcu_epoch = getattr(link, "epoch", 0)
         self._reset_ts = 0.0
         self.clock_guard = ClockGuard()
+        self.recovery = JumpRecovery(self)
         self.frames_uncertain = 0  # frames placed through a broken clock mapping
         if hasattr(link, "add_event_listener"):
             link.add_event_listener(self._on_link_event)
@@ -157,16 +161,16 @@ class Sorter:
         self.frames += 1
         self.last_frame_seq = frame.seq
         epoch = getattr(self.link, "epoch", 0)
-        if epoch != self._epoch:
+        if epoch != self.mcu_epoch:
             lost = [t for t in self.tracker.tracks.values() if not t.decided]
             self.tracker.dropped_undecided += len(lost)
             self.tracker.tracks.clear()
-            self._epoch = epoch
+            self.mcu_epoch = epoch
             log.warning("MCU rebooted: %d undecided tracks dropped (their items go to the default bin)", len(lost))
         if frame.capture_ts <= self._reset_ts:
             self.frames_skipped_reset += 1
             return
-        self._after_clock_jumps()
+        self.recovery.after_clock_jumps()
         uncertain = self.clock_guard.uncertainty_mm(frame.capture_ts)
         self.frames_uncertain += uncertain > 0
         count = self.link.encoder_count_at(frame.capture_ts)
@@ -183,7 +187,7 @@ class Sorter:
         due = []
         for t in list(self.tracker.tracks.values()):
             if t.requeue_gate is not None and t.uncertainty_mm == 0.0:
-                self._requeue(t, t.requeue_gate, frame.capture_ts, t.requeue_held)
+                self.recovery.requeue(t, t.requeue_gate, frame.capture_ts, t.requeue_held)
             if t.decided or not self.tracker.confirmed(t) or t.uncertainty_mm > 0.0:
                 continue
             x_mm = t.predict(belt_mm) + belt_mm
@@ -195,123 +199,6 @@ class Sorter:
         if due:
             self._decide(due, frame)
         self.scheduler.reconcile(self.link.encoder_count_at(time.monotonic()))
-
-    def _after_clock_jumps(self) -> None:
-        """Re-place the tracks a located clock jump had placed wrong, and queue their ejections again; for one
-        not located, withdraw what was decided from positions in its window and mark the tracks uncertain.
-        Tracks that have left the camera's view since count too: on a starved host a jump is found late, when
-        an item decided in its window may already be past the camera, its ejection still aimed wrong."""
-        if not self.clock_guard.pending():
-            return
-        mm_per_s = self.link.encoder_speed() / self.tpm
-        bursts = self.clock_guard.bursts
-        windows = self.clock_guard.take(mm_per_s)
-        if self.clock_guard.bursts != bursts or self.clock_guard.unstable(time.monotonic()):
-            self._stand_down(self.clock_guard.burst_since)
-        for w in windows:
-            every = [*self.tracker.tracks.values(), *self.tracker.departed]
-            hit = [t for t in every if w.covers(t.last_capture_ts)]
-            log.warning("MCU clock jumped %+.1f ms: %d tracks placed up to %.0f mm off, %s", w.shift_s * 1e3,
-                        len(hit), w.error_mm, "re-placed" if w.located else "now uncertain")
-            # decisions held back on positions seen in the window (a neighbour in the sweep may have been this
-            # item's own track, split by the jump) are looked at again, as the withdrawn ones are
-            held = [t for t in every if t.held_gate is not None and w.covers(t.decided_at_ts)]
-            if w.located:
-                again = [(t, gate, False) for t in hit if (gate := self._replace(t, w)) is not None]
-                again += [(t, self._release(t), True) for t in held]
-                # a track split by the jump now stands on its item's other track: one item, one track, before
-                # the pusher's sweep is checked for neighbours
-                belt_now = self.belt_mm_at(time.monotonic())
-                self.tracker.merge_coincident(belt_now)
-                self.tracker.forget_departed_twins(belt_now)
-                for t, gate, was_held in again:
-                    self._requeue(t, gate, t.last_capture_ts, was_held)
-                self._correct_decisions(w, every)
-                continue
-            for t in hit:
-                t.uncertainty_mm = max(t.uncertainty_mm, w.error_mm)
-                gate = self._withdraw(t, w)
-                if gate is not None:
-                    t.requeue_gate = gate  # queued again once a trusted frame places it (never, once departed)
-            for t in held:
-                t.requeue_gate, t.requeue_held = self._release(t), True
-
-    def _stand_down(self, since: float) -> None:
-        """A burst of clock jumps: withdraw every ejection aimed from a position seen since it began (none is
-        queued again while it lasts: their items go to the default bin)."""
-        for t in [*self.tracker.tracks.values(), *self.tracker.departed]:
-            if t.eject_gate is not None and t.aimed_from_ts >= since and self.scheduler.withdraw(t.id) is not None:
-                t.eject_gate = None
-                self.scheduler.stats.stood_down += 1  # also counted in withdrawn
-            if t.decided_at_ts >= since:
-                t.held_gate = t.requeue_gate = None
-        log.warning("the MCU's clock is jumping again and again: ejections aimed since then withdrawn, items "
-                    "to the default bin until it settles")
-
-    def _correct_decisions(self, w: JumpWindow, tracks: list[Track]) -> None:
-        """Tell the correction listeners where each track decided on a frame in the window really was then."""
-        for t in tracks:
-            if t.decided and w.covers(t.decided_at_ts):
-                belt = self.belt_mm_at(t.decided_at_ts)
-                for listener in self.corrections:
-                    try:
-                        listener(t.id, t.predict(belt) + belt)
-                    except Exception:  # reporting must never stop the sort
-                        log.exception("correction listener failed for track %s", t.id)
-
-    @staticmethod
-    def _release(t: Track) -> int:
-        """Take a held-back decision's gate off its track, to be queued after all."""
-        gate, t.held_gate = t.held_gate, None
-        assert gate is not None
-        return gate
-
-    def _withdraw(self, t: Track, w: JumpWindow) -> int | None:
-        """Cancel the ejection of a track decided from a position in the jump's window; its gate, if cancelled."""
-        if not (t.decided and w.covers(t.decided_from_ts)):
-            return None
-        withdrawn = self.scheduler.withdraw(t.id)
-        if withdrawn is None:
-            return None
-        t.eject_gate = None
-        return withdrawn.gate
-
-    def _replace(self, t: Track, w: JumpWindow) -> int | None:
-        """The link now maps the track's last capture time right: move it to where that frame really saw it
-        (u = x - belt, so u shifts by the change in belt travel) and cancel its ejection if it was decided from
-        the wrong position; returns the cancelled ejection's gate, to be queued again from the new position."""
-        belt = self.belt_mm_at(t.last_capture_ts)
-        t.u_mm += t.belt_mm - belt
-        t.belt_mm = belt
-        if t.first_complete is not None and w.covers(t.first_complete[2]):  # the slip baseline, likewise
-            u0, b0, ts0 = t.first_complete
-            b0_right = self.belt_mm_at(ts0)
-            t.first_complete = (u0 + b0 - b0_right, b0_right, ts0)
-        # a slip rate measured on a view placed wrong is the jump's travel, not slip: back to the one before
-        t.drift = t.drift_before(w.since)
-        return self._withdraw(t, w)
-
-    def _requeue(self, track: Track, gate: int, capture_ts: float, held: bool = False) -> None:
-        """Queue a withdrawn or (`held`) held-back ejection again at the item's trusted position (or leave it to
-        the default bin)."""
-        track.requeue_gate, track.requeue_held = None, False
-        if self.clock_guard.unstable(time.monotonic()):
-            log.warning("item %s: not queued again, the MCU's clock is jumping", track.id)
-            return
-        speed = self.ticks_per_s(capture_ts)
-        if track.drift < -MAX_SLIP:
-            log.warning("item %s: not queued again, it slips", track.id)
-            return
-        if self._neighbour_in_sweep(track, gate, speed):
-            log.warning("item %s: not queued again, a neighbour is in the pusher's sweep", track.id)
-            return
-        target = self.gate_distance(gate) - self.belt_at_gate(track, gate)
-        if self.scheduler.schedule(track.id, target, gate, speed, epoch=self._epoch) == "queued":
-            track.eject_gate, track.aimed_from_ts = gate, capture_ts
-            if held:
-                self.scheduler.stats.released += 1
-            else:
-                self.scheduler.stats.requeued += 1
 
     def _decide(self, due: list[tuple[Track, float]], frame: Frame) -> None:
         """Decide every track of this frame that reached the decision line; their ejections are queued together
@@ -331,14 +218,14 @@ class Sorter:
             elif track.drift < -MAX_SLIP:
                 outcome = "slipping"  # where it will be at the gate is a guess: default bin
                 track.held_gate = d.gate
-            elif self._neighbour_in_sweep(track, d.gate, speed):
+            elif self.neighbour_in_sweep(track, d.gate, speed):
                 outcome = "too_close"  # the pusher would hit a neighbour too: both go to the default bin
                 track.held_gate = d.gate
             else:
                 to_eject.append((track.id, self.gate_distance(d.gate) - self.belt_at_gate(track, d.gate), d.gate))
             decided.append((track, x_mm, d, time.monotonic(), outcome))
         answers = dict(zip([r[0] for r in to_eject],
-                           self.scheduler.schedule_many(to_eject, speed, epoch=self._epoch), strict=True))
+                           self.scheduler.schedule_many(to_eject, speed, epoch=self.mcu_epoch), strict=True))
         acked = time.monotonic()
         for track, x_mm, d, decided_ts, outcome in decided:
             queued = outcome is None
@@ -369,7 +256,7 @@ class Sorter:
         x(b) = u + b + drift * (b - b_seen) = gate  =>  b = (gate - u + drift * b_seen) / (1 + drift)."""
         return (self.gate_distance(gate) - track.u_mm + track.drift * track.belt_mm) / (1.0 + track.drift)
 
-    def _neighbour_in_sweep(self, track: Track, gate: int, ticks_per_s: float) -> bool:
+    def neighbour_in_sweep(self, track: Track, gate: int, ticks_per_s: float) -> bool:
         """Would any other item be within the pusher's sweep when it fires for this one? Items tracked now, and
         those that have left the camera's view (an ejection queued again after a clock jump may be queued when
         the item and its neighbours are all past the camera)."""

@@ -25,6 +25,7 @@ DRIFT_BASELINE_MM = 100.0  # belt travel between two complete views before a sli
 DRIFT_DEADBAND = 0.03  # slower than the belt by less than this is measurement noise, not slip
 DEPARTED_KEPT = 64  # dropped tracks remembered (8 s of items at 8 per second: past the last gate)
 DRIFT_LOG = 64  # slip rates kept per track (with their frame's time), to go back to one a clock jump did not touch
+MAX_SLIP = 0.35  # an item slower than the belt by more than this share is not ejected (its arrival is a guess)
 # Two trusted tracks whose centres are closer than this (along and across the belt) follow one item: no two items
 # can be, as the thinnest is 20 mm across. A track splits when a detection is placed wrong (a clock jump) and
 # starts its own track; once the link puts the mapping right, the two stand on the same spot.
