@@ -144,6 +144,36 @@ def floor_sweep(graded: list[dict[str, Any]],
     return out
 
 
+def latency_histogram(path: Path, report: dict[str, Any], row: dict[str, Any], tag: str) -> bool:
+    """Each ejected item's decision latency (capture to the MCU's acknowledgement) against the target line,
+    inference p99 + 10 ms, as a PNG; False when matplotlib is missing or nothing was ejected."""
+    lat = [it["latency_ms"] for it in report["per_item"] if it.get("acked")]
+    if not lat:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: no latency histogram")
+        return False
+    target = row["inference_p99_ms"] + 10.0
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    ax.hist(lat, bins=60, color="tab:blue", alpha=0.8,
+            label=f"{len(lat)} ejected items: p50 {row['decision_latency_ms']['p50']:.1f}, "
+                  f"p99 {row['decision_latency_ms']['p99']:.1f} ms")
+    ax.axvline(target, color="tab:red", linestyle="--", label=f"inference p99 + 10 ms = {target:.1f} ms")
+    ax.set_xlabel("frame capture to the MCU's acknowledgement (ms)")
+    ax.set_ylabel("items")
+    ax.set_title(f"{tag}: decision latency ({row.get('cpu_steal_percent', '?')}% steal)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     from device.commands.probes import CpuShares
     from device.sorting.session import run_twin_session
@@ -174,14 +204,15 @@ def run(args: argparse.Namespace) -> int:
             report = run_twin_session(cfg, seconds, firmware=(mcu == "firmware"))
         except Exception as exc:  # one run that cannot start (an MCU that never answers) must not lose the rest
             log.exception("bench sort: %s failed", tag)
-            row = {**key, "error": f"{type(exc).__name__}: {exc}"}
+            row = {**key, "error": f"{type(exc).__name__}: {exc}", "cpu_steal_percent": cpu.percent().get("steal")}
         else:
-            row = _row(report, **key)
+            row = _row(report, **key, cpu_steal_percent=cpu.percent().get("steal"))
             # the whole report (every item's truth, decision and bin), so a wrong bin can be traced after the run
             detail = runs_dir / f"{tag}.json"
             detail.write_text(json.dumps(report, indent=1, default=str) + "\n")
             row["report"] = str(detail)
-        row["cpu_steal_percent"] = cpu.percent().get("steal")
+            if latency_histogram(detail.with_suffix(".png"), report, row, tag):
+                row["latency_png"] = str(detail.with_suffix(".png"))
         rows.append(row)
         print(json.dumps(row), flush=True)
     doc = {"bench": "sort", "seconds_per_run": args.seconds, "min_items": args.min_items,

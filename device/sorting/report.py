@@ -100,11 +100,13 @@ def decided_bin(item: Item, cfg: DeviceConfig) -> str:
 
 
 def _decision_detail(o: ItemOutcome | None) -> dict[str, Any]:
-    """The model's side of an item's decision: its top class, confidence and how many crops it averaged."""
+    """The model's side of an item's decision (its top class, confidence and how many crops it averaged) and
+    its latency: frame capture to the MCU's acknowledgement (`acked`) or, for the default bin, to the decision."""
     if o is None:
         return {}
     d = o.decision
-    return {"top": d.top_grade, "confidence": round(d.confidence, 4), "frames": d.frames, "outcome": o.outcome}
+    return {"top": d.top_grade, "confidence": round(d.confidence, 4), "frames": d.frames, "outcome": o.outcome,
+            "latency_ms": round(o.latency_ms, 2), "acked": o.acked_ts is not None}
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -107,6 +107,10 @@ def test_bench_sort_writes_a_row_per_run_and_each_runs_whole_report(tmp_path):
     assert row["report"].endswith("sort_runs/python-1.5-8.0-none.json")
     assert len(report["per_item"]) == row["items_total"] and report["wrong_bin"] == row["wrong_bin"]
     assert row["policy_gap_points"] + row["line_gap_points"] == pytest.approx(row["accuracy_gap_points"], abs=0.02)
+    ejected = [it for it in report["per_item"] if it.get("acked")]
+    assert ejected and all(it["latency_ms"] > 0 for it in ejected)
+    assert row["latency_png"].endswith("sort_runs/python-1.5-8.0-none.png")
+    assert (tmp_path / "sort_runs" / "python-1.5-8.0-none.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pooled = json.loads(out.read_text())["summary"]["fault_free_pooled"]
     assert pooled["items"] == row["items_total"] and pooled["sort_accuracy"] == row["sort_accuracy"]
 
