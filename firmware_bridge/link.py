@@ -487,6 +487,23 @@ class BridgeLink:
         except (serial.SerialException, OSError) as exc:
             raise BridgeNotConnected(f"writing to {self.url} failed: {exc}") from exc
 
+    def _write_numbered(self, msg_type: MsgType, payload: bytes, pend: _Pending) -> tuple[int, bytes]:
+        """Give a message the next sequence number and write it in one step: (seq, frame). The MCU counts a
+        sequence that goes backwards as a gap, and two threads (the heartbeat and a command) that took their
+        numbers first and wrote later could cross on a starved host (CI saw two such "gaps" at 55% steal)."""
+        if self._port is None:
+            raise BridgeNotConnected("the bridge is not connected")
+        with self._write_lock:
+            seq = self._next_seq()
+            frame = p.encode(msg_type, seq, payload)
+            self._pending[seq] = pend  # before the write: the reply may come back before write() returns
+            try:
+                self._port.write(frame)
+            except (serial.SerialException, OSError) as exc:
+                self._pending.pop(seq, None)
+                raise BridgeNotConnected(f"writing to {self.url} failed: {exc}") from exc
+            return seq, frame
+
     def _transact(self, msg_type: MsgType, payload: bytes) -> tuple[p.Frame, float, float, int]:
         """Send until acknowledged by sequence: (reply, send time, rx time, length).
 
@@ -496,18 +513,14 @@ class BridgeLink:
         (counted as a clock jump, and every good sample thrown away)."""
         if self._failure is not None:
             raise self._failure
-        seq = self._next_seq()
-        frame = p.encode(msg_type, seq, payload)
         pend = _Pending(msg_type)
-        self._pending[seq] = pend
-        t_first = 0.0
+        t_first = time.monotonic()
+        seq, frame = self._write_numbered(msg_type, payload, pend)
         try:
             for attempt in range(self.retries + 1):
                 if attempt:
                     self._counters["retries"] += 1
-                t_send = time.monotonic()
-                t_first = t_first or t_send
-                self._write(frame)
+                    self._write(frame)
                 self._counters["tx_frames"] += 1
                 # ack_timeout_s: a reply takes ~3 ms at 115200 baud; past the timeout the frame or its
                 # reply was lost (CRC error, overrun), so the same sequence is sent again (the MCU dedupes)
