@@ -159,11 +159,16 @@ def test_a_vanished_folder_is_retried_with_back_off_and_recovers(tmp_path):
             cap.get(0.1)
         assert cap.stats()["state"] == "reopening"
         colour_images(folder, 3)
+        # wait on the counters, not on a frame: one read before the folder went can still sit in the slot
+        # (a starved test thread may see "reopening" before it took that frame)
         deadline = time.monotonic() + 5
-        while cap.get(0.2) is None and time.monotonic() < deadline:
-            pass
+        while cap.stats()["reopens"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        frames = cap.stats()["frames"]
+        while cap.stats()["frames"] == frames and time.monotonic() < deadline:
+            cap.get(0.2)
         st = cap.stats()
-    assert st["reopens"] >= 1 and st["state"] == "running"
+    assert st["reopens"] >= 1 and st["state"] == "running" and st["frames"] > frames
     assert cap.stats()["state"] == "closed"
 
 

@@ -60,8 +60,11 @@ def test_commands_from_several_threads_reach_the_mcu_in_sequence(link: BridgeLin
             t.join()
     finally:
         sys.setswitchinterval(interval)
-    # a retry (an answer slower than the ack timeout on a starved host) may still arrive after a newer number
-    assert link.status()["seq_gaps"] - before <= link.counters["retries"] - retries
+    # On a starved host a heartbeat can still be answered after its ack timeout and sent again. Heartbeats are
+    # not deduplicated (they change nothing), so the MCU handles the repeat anew: two gaps, the number going
+    # back, then forward again (CI at high steal: 33 gaps for 28 retries). The old code crossed 74 times with
+    # no retry at all.
+    assert link.status()["seq_gaps"] - before <= 2 * (link.counters["retries"] - retries)
 
 
 def test_queue_and_fire_at_target(sim: Any, link: BridgeLink, gates: Gates) -> None:
