@@ -87,6 +87,7 @@ def _row(report: dict[str, Any], **key: Any) -> dict[str, Any]:
         "policy_gap_points": round(100 * (report["classification_accuracy"] - report["decided_bin_accuracy"]), 2),
         "line_gap_points": round(100 * (report["decided_bin_accuracy"] - report["sort_accuracy"]), 2),
         "wrong_bin": report["wrong_bin"],
+        "own_bin_unpaired": report.get("own_bin_unpaired", 0),
         "misgraded_bin": report["misgraded_bin"],
         "default_bin": report["default_bin"],
         "missed_ejections": report["missed_ejections"],

@@ -20,13 +20,18 @@ def test_mcu_pauses_are_seen_and_send_nothing_to_a_wrong_bin(tmp_path):
     report = run_twin_session(cfg, 15.0)
     assert report["items_total"] >= 40  # 120 at 8/s; a starved VM renders and sorts fewer
     assert report["link"]["clock_jumps"] >= 10  # the pauses (a starved VM may add more)
-    assert report["wrong_bin"] == 0
+    # on failure, the evidence: each item off its own and its decision's bin, with its neighbours
+    strays = [it for it in report["per_item"] if it["bin"] not in (it["decided_bin"], it["expected_bin"], "default")]
+    assert report["wrong_bin"] == 0, (strays, report["decisions_unmatched"], report["ejections"])
     # and almost nothing lost to the default bin: the tracks a pause split are one again once re-placed, the
     # ejections decided or held back on wrong positions are queued again, and the slip measured across a jump
-    # is forgotten (before these, 3.5-7% of the items missed the bin their decision named in such a run). An
-    # ejection the MCU called late is left out: a host too starved to decide in time loses those regardless.
+    # is forgotten (before these, 3.5-7% of the items missed the bin their decision named in such a run). Left
+    # out: an ejection the MCU called late (a host too starved to decide in time loses those regardless), and
+    # items sent to the default bin while the line stood down: a starved VM adds jumps of its own to the ten,
+    # and jumps less than a second apart are a burst, in which nothing is ejected by design (CI at 45% steal:
+    # 13 of 85 items, 11 of them the stand-down's).
     lost = [it for it in report["per_item"]
-            if it["bin"] != it["decided_bin"] and it.get("outcome") not in ("late", "full", "failed")]
+            if it["bin"] != it["decided_bin"] and it.get("outcome") not in ("late", "full", "failed", "clock_unstable")]
     assert len(lost) <= 0.03 * report["items_total"], [(it["id"], it.get("outcome"), it["decisions"]) for it in lost]
     ej = report["ejections"]
     assert ej["requeued"] <= ej["withdrawn"]

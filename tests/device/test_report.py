@@ -49,6 +49,19 @@ def test_a_faithful_ejection_of_a_misgraded_item_is_the_models_error_and_a_stray
     assert "top" not in report["per_item"][4]  # never decided: no decision detail
 
 
+def test_an_item_in_its_own_bin_without_a_paired_decision_is_not_a_wrong_bin():
+    cfg = DeviceConfig()
+    gate = cfg.sorting.grade_to_gate
+    g_bs, g_l = str(gate["BS"]), str(gate["L"])
+    # a starved host decided item 2 on its predicted position, too far off for the report to pair it (unmatched);
+    # the ejection reached it, in its own grade's bin. Item 3, never decided, went to another grade's bin.
+    items = [_item(1, "BS", "BS", g_bs), _item(2, "BS", None, g_bs), _item(3, "BS", None, g_l)]
+    decisions = {1: [_outcome("BS")]}
+    rec = SimpleNamespace(decisions=decisions, outcomes={1: decisions[1][0]}, unmatched=1)
+    report = build_report(cfg, SimpleNamespace(finished=items), rec, {}, {}, [], 1.0)  # type: ignore[arg-type]
+    assert (report["wrong_bin"], report["own_bin_unpaired"], report["items_correct"]) == (1, 1, 2)
+
+
 def test_an_item_decided_twice_is_counted_and_is_wrong_only_outside_both_named_bins():
     cfg = DeviceConfig()
     gate = cfg.sorting.grade_to_gate
