@@ -140,7 +140,6 @@ class BridgeLink:
         self.last_heartbeat_ts = 0.0  # host time of the last heartbeat the MCU answered (for the watchdog)
         self._port: Any = None
         self._write_lock = threading.Lock()
-        self._seq_lock = threading.Lock()
         self._relink_lock = threading.Lock()
         self._seq = 0
         self._link_gen = 0  # +1 per successful HELLO, so two threads never relink (and flush) twice
@@ -473,36 +472,34 @@ class BridgeLink:
             raise BridgeNotConnected("the bridge is not connected: call connect() first")
         return self.info
 
-    def _next_seq(self) -> int:
-        with self._seq_lock:
-            self._seq = (self._seq + 1) & 0xFFFF
-            return self._seq
-
     def _write(self, data: bytes) -> None:
-        if self._port is None:
-            raise BridgeNotConnected("the bridge is not connected")
-        try:
-            with self._write_lock:
-                self._port.write(data)
-        except (serial.SerialException, OSError) as exc:
-            raise BridgeNotConnected(f"writing to {self.url} failed: {exc}") from exc
+        with self._write_lock:
+            self._port_write(data)
 
     def _write_numbered(self, msg_type: MsgType, payload: bytes, pend: _Pending) -> tuple[int, bytes]:
         """Give a message the next sequence number and write it in one step: (seq, frame). The MCU counts a
         sequence that goes backwards as a gap, and two threads (the heartbeat and a command) that took their
-        numbers first and wrote later could cross on a starved host (CI saw two such "gaps" at 55% steal)."""
-        if self._port is None:
-            raise BridgeNotConnected("the bridge is not connected")
+        numbers first and wrote later could cross on a starved host (CI saw two such "gaps" at 55% steal).
+        Numbers are only taken here, under the write lock."""
         with self._write_lock:
-            seq = self._next_seq()
+            self._seq = seq = (self._seq + 1) & 0xFFFF
             frame = p.encode(msg_type, seq, payload)
             self._pending[seq] = pend  # before the write: the reply may come back before write() returns
             try:
-                self._port.write(frame)
-            except (serial.SerialException, OSError) as exc:
+                self._port_write(frame)
+            except BridgeNotConnected:
                 self._pending.pop(seq, None)
-                raise BridgeNotConnected(f"writing to {self.url} failed: {exc}") from exc
+                raise
             return seq, frame
+
+    def _port_write(self, data: bytes) -> None:
+        """Write under the write lock (the caller holds it)."""
+        if self._port is None:
+            raise BridgeNotConnected("the bridge is not connected")
+        try:
+            self._port.write(data)
+        except (serial.SerialException, OSError) as exc:
+            raise BridgeNotConnected(f"writing to {self.url} failed: {exc}") from exc
 
     def _transact(self, msg_type: MsgType, payload: bytes) -> tuple[p.Frame, float, float, int]:
         """Send until acknowledged by sequence: (reply, send time, rx time, length).
