@@ -526,17 +526,14 @@ def _as_frame(img: Any) -> Any:
 
 
 def _histogram(path: Path, bare: Any, infer: Any, total: Any, doc: dict[str, Any]) -> bool:
-    try:
-        import matplotlib
+    from device.plots import latency_axes, save_latency_png
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib is not installed: no latency histogram")
+    axes = latency_axes((8, 4.5))
+    if axes is None:
         return False
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    fig, ax = axes
     hi = float(np.percentile(np.concatenate([bare, infer, total]), 99.5))
     bins = np.linspace(0, hi, 80).tolist()
     for data, label in (
@@ -550,11 +547,6 @@ def _histogram(path: Path, bare: Any, infer: Any, total: Any, doc: dict[str, Any
             alpha=0.55,
             label=f"{label} (p50 {np.median(data):.1f}, p99 {np.percentile(data, 99):.1f} ms)",
         )
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("frames")
-    ax.set_title(f"{doc['model_id']} on {doc['backend']}: efficiency {doc['efficiency']:.3f}", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_latency_png(fig, ax, path, "latency (ms)", "frames",
+                     f"{doc['model_id']} on {doc['backend']}: efficiency {doc['efficiency']:.3f}")
     return True

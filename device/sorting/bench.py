@@ -87,7 +87,7 @@ def _row(report: dict[str, Any], **key: Any) -> dict[str, Any]:
         "policy_gap_points": round(100 * (report["classification_accuracy"] - report["decided_bin_accuracy"]), 2),
         "line_gap_points": round(100 * (report["decided_bin_accuracy"] - report["sort_accuracy"]), 2),
         "wrong_bin": report["wrong_bin"],
-        "own_bin_unpaired": report.get("own_bin_unpaired", 0),
+        "own_bin_unpaired": report["own_bin_unpaired"],
         "misgraded_bin": report["misgraded_bin"],
         "default_bin": report["default_bin"],
         "missed_ejections": report["missed_ejections"],
@@ -109,9 +109,10 @@ def _row(report: dict[str, Any], **key: Any) -> dict[str, Any]:
     }
 
 
-def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(rows: list[dict[str, Any]], graded: list[dict[str, Any]]) -> dict[str, Any]:
     """The fault-free runs pooled (a 0.5-point gap needs hundreds of items; a run at 2 items/s has 40 a
-    20 s run), and what other confidence floors would have done with every run's graded items."""
+    20 s run), and what other confidence floors would have done with every run's graded items (`graded`:
+    the reports' per-item entries that have a top class)."""
     clean = [r for r in rows if r.get("fault") is None and "error" not in r]
     items = sum(r["items_total"] for r in clean)
     pooled: dict[str, Any] = {"runs": len(clean), "items": items}
@@ -120,11 +121,6 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             pooled[k] = round(sum(r[k] * r["items_total"] for r in clean) / items, 4)
         pooled["accuracy_gap_points"] = round(100 * (pooled["classification_accuracy"] - pooled["sort_accuracy"]), 2)
         pooled["line_gap_points"] = round(100 * (pooled["decided_bin_accuracy"] - pooled["sort_accuracy"]), 2)
-    graded: list[dict[str, Any]] = []
-    for r in rows:
-        if "report" in r:
-            per_item = json.loads(Path(r["report"]).read_text())["per_item"]
-            graded += [it for it in per_item if it.get("top") is not None]
     return {"fault_free_pooled": pooled, "floor_sweep": floor_sweep(graded)}
 
 
@@ -148,30 +144,20 @@ def floor_sweep(graded: list[dict[str, Any]],
 def latency_histogram(path: Path, report: dict[str, Any], row: dict[str, Any], tag: str) -> bool:
     """Each ejected item's decision latency (capture to the MCU's acknowledgement) against the target line,
     inference p99 + 10 ms, as a PNG; False when matplotlib is missing or nothing was ejected."""
-    lat = [it["latency_ms"] for it in report["per_item"] if it.get("acked")]
-    if not lat:
-        return False
-    try:
-        import matplotlib
+    from device.plots import latency_axes, save_latency_png
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib is not installed: no latency histogram")
+    lat = [it["latency_ms"] for it in report["per_item"] if it.get("acked")]
+    axes = latency_axes((8, 4)) if lat else None
+    if axes is None:
         return False
+    fig, ax = axes
     target = row["inference_p99_ms"] + 10.0
-    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
     ax.hist(lat, bins=60, color="tab:blue", alpha=0.8,
             label=f"{len(lat)} ejected items: p50 {row['decision_latency_ms']['p50']:.1f}, "
                   f"p99 {row['decision_latency_ms']['p99']:.1f} ms")
     ax.axvline(target, color="tab:red", linestyle="--", label=f"inference p99 + 10 ms = {target:.1f} ms")
-    ax.set_xlabel("frame capture to the MCU's acknowledgement (ms)")
-    ax.set_ylabel("items")
-    ax.set_title(f"{tag}: decision latency ({row.get('cpu_steal_percent', '?')}% steal)", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_latency_png(fig, ax, path, "frame capture to the MCU's acknowledgement (ms)", "items",
+                     f"{tag}: decision latency ({row.get('cpu_steal_percent', '?')}% steal)")
     return True
 
 
@@ -189,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
     rows = []
+    graded: list[dict[str, Any]] = []  # every run's graded items, for the floor sweep
     runs_dir = args.json.with_name(args.json.stem + "_runs")
     runs_dir.mkdir(parents=True, exist_ok=True)
     plan = [(m, s, r, "") for m in mcus for s in speeds for r in rates]
@@ -212,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
             detail = runs_dir / f"{tag}.json"
             detail.write_text(json.dumps(report, indent=1, default=str) + "\n")
             row["report"] = str(detail)
+            graded += [it for it in report["per_item"] if it.get("top") is not None]
             if latency_histogram(detail.with_suffix(".png"), report, row, tag):
                 row["latency_png"] = str(detail.with_suffix(".png"))
         rows.append(row)
@@ -219,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     doc = {"bench": "sort", "seconds_per_run": args.seconds, "min_items": args.min_items,
            "confidence_floor": args.confidence_floor, "switch_interval_s": sys.getswitchinterval(),
            "machine": platform.platform(),
-           "processor": platform.processor(), "summary": summarise(rows), "runs": rows}
+           "processor": platform.processor(), "summary": summarise(rows, graded), "runs": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2) + "\n")
     failed = [r for r in rows if "error" in r]

@@ -18,6 +18,7 @@ grades: a crop resized to the item's box would hide it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import cv2
@@ -158,7 +159,7 @@ def _split_touching(comp: np.ndarray, core: np.ndarray, whole: Blob) -> list[Blo
                                   x0 + bw + ox, y0 + bh + oy, int(m["m00"]), ambiguous=_too_thick(part, bw, bh)))
             return blobs
     if _too_thick(comp, whole.x1 - whole.x0, whole.y1 - whole.y0):
-        return [Blob(whole.cx, whole.cy, whole.x0, whole.y0, whole.x1, whole.y1, whole.area, ambiguous=True)]
+        return [dataclasses.replace(whole, ambiguous=True)]
     return [whole]
 
 
