@@ -416,12 +416,16 @@ class BridgeLink:
         return self._clock.last_jump
 
     def _emit_clock_jump(self, jump: ClockJump | None, located: bool = False) -> None:
+        """Tell the listeners of a jump. Its window of wrong placements ends now, when the mapping is right,
+        not when the reply that showed the jump arrived: a frame captured in between and placed before this
+        thread took the lock (on a starved host, tens of ms later) went through the old mapping."""
         if jump is not None:
+            mapped_right = time.monotonic()
             log.warning("the MCU clock moved %+.1f ms against the host's (detected %.0f ms after the last good "
                         "sample)%s", jump.shift_s * 1e3, (jump.detected - jump.since) * 1e3,
                         "; pause located, earlier host times re-mapped" if located else "")
-            self._emit("clock_jump", {"since": jump.since, "detected": jump.detected, "shift_s": jump.shift_s,
-                                      "located": located})
+            self._emit("clock_jump", {"since": jump.since, "detected": max(jump.detected, mapped_right),
+                                      "shift_s": jump.shift_s, "located": located})
 
     def mcu_to_host(self, mcu_s: float) -> float:
         if self._clock.offset is None:

@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 import weakref
+from collections import deque
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qs, urlparse
 
@@ -42,6 +43,7 @@ def _stop_running_twins() -> None:
         twin.stop()
 
 SPAWN_X_MM = -320.0  # items appear upstream of the frame's left edge
+STROKES_KEPT = 10_000  # pusher strokes remembered for reports (a free-running twin is never stopped)
 TICK_S = 0.005  # world bookkeeping period (spawns, speed profile, end of belt)
 EXPOSURE_TOLERANCE_S = 0.001
 
@@ -140,6 +142,17 @@ class Item:
         return self.placement.x_mm + (count - self.spawn_count) / ticks_per_mm * self.slip
 
 
+@dataclass(frozen=True, slots=True)
+class Stroke:
+    """One stroke of a gate's pusher, as the twin saw it: from energised to released (encoder counts), and the
+    items it took (ids)."""
+
+    gate: int
+    start: int
+    end: int
+    took: tuple[int, ...]
+
+
 class Twin:
     """The conveyor world. Thread-safe: the camera, the MCU simulator and the world thread all call in."""
 
@@ -154,6 +167,7 @@ class Twin:
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._gate_on: dict[int, int] = {}
+        self.strokes: deque[Stroke] = deque(maxlen=STROKES_KEPT)
         self._next_pitch = 0.0
         self._prev_back = 0.0
         self._spawning = True
@@ -280,6 +294,7 @@ class Twin:
                 return
             g = self.gates_mm[gate]
             half = self.p.pusher_mm / 2
+            took = []
             for it in list(self.items):
                 a = it.x_at(start, self.p.ticks_per_mm)
                 b = it.x_at(count, self.p.ticks_per_mm)
@@ -287,6 +302,8 @@ class Twin:
                     it.gates_fired.append(gate)
                     it.bin = str(gate)
                     self._finish(it, count)
+                    took.append(it.id)
+            self.strokes.append(Stroke(gate, start, count, tuple(took)))
 
     # -- camera -----------------------------------------------------------------------------------------
     def exposure(self) -> tuple[float, int]:

@@ -96,6 +96,10 @@ def _row(report: dict[str, Any], **key: Any) -> dict[str, Any]:
         "inference_p99_ms": round(infer_p99, 2),
         "decision_p99_minus_inference_p99_ms": round(dec["p99"] - infer_p99, 2),
         "fire_position_error_counts": report["fire_position_error_counts"],
+        # the twin's view of each stroke: its item's distance from the gate's centre mid-stroke, and strokes that
+        # took anything but their own item (a same-grade neighbour too, which no bin count shows)
+        "aim_error_mm": report.get("aim", {}).get("error_mm", {}),
+        "strokes_took_other": report.get("aim", {}).get("strokes_took_other", 0),
         "fps": report["fps"],
         # the MCU's clock jumped against the host's: a simulator that fell behind real time (a starved VM); the
         # count-to-time mapping restarts each time, and positions measured across a jump are off

@@ -109,8 +109,9 @@ class JumpRecovery:
         return gate
 
     def _withdraw(self, t: Track, w: JumpWindow) -> int | None:
-        """Cancel the ejection of a track decided from a position in the jump's window; its gate, if cancelled."""
-        if not (t.decided and w.covers(t.decided_from_ts)):
+        """Cancel the ejection of a track aimed from a position in the jump's window; its gate, if cancelled.
+        The aim, not the decision: an ejection queued again after one jump may be aimed from inside the next."""
+        if not (t.decided and w.covers(t.aimed_from_ts)):
             return None
         withdrawn = self.sorter.scheduler.withdraw(t.id)
         if withdrawn is None:
@@ -149,7 +150,8 @@ class JumpRecovery:
             log.warning("item %s: not queued again, a neighbour is in the pusher's sweep", track.id)
             return
         target = sorter.gate_distance(gate) - sorter.belt_at_gate(track, gate)
-        if sorter.scheduler.schedule(track.id, target, gate, speed, epoch=sorter.mcu_epoch) == "queued":
+        how = "released" if held else "requeued"
+        if sorter.scheduler.schedule(track.id, target, gate, speed, epoch=sorter.mcu_epoch, how=how) == "queued":
             track.eject_gate, track.aimed_from_ts = gate, capture_ts
             if held:
                 sorter.scheduler.stats.released += 1

@@ -13,6 +13,8 @@ from device.config import DeviceConfig
 from device.frames import Frame
 from device.grades import DEFAULT_BIN
 from device.sim.twin import Item, Twin
+from device.sorting.aim import aim_report
+from device.sorting.scheduling import Fired
 from device.sorting.sorter import ItemOutcome
 
 MATCH_MM = 30.0
@@ -80,6 +82,12 @@ class TruthRecorder:
             self._pair(moved, item)
             self._by_track[track_id] = (moved, count, item)
 
+    def item_of_track(self, track_id: int) -> Item | None:
+        """The twin item a track's decision was paired with (None: not decided, or not placed on an item)."""
+        with self._lock:
+            entry = self._by_track.get(track_id)
+        return entry[2] if entry else None
+
     def _pair(self, o: ItemOutcome, item: Item | None) -> None:
         if item is None:
             self.unmatched += 1
@@ -114,8 +122,11 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snapshot: dict[str, Any],
-                 pipeline_stats: dict[str, Any], fire_errors: list[int], elapsed_s: float) -> dict[str, Any]:
+                 pipeline_stats: dict[str, Any], fired: list[Fired], elapsed_s: float) -> dict[str, Any]:
     items: list[Item] = list(twin.finished)
+    fire_errors = [f.actual - f.fire_at for f in fired]
+    aim, aim_errors = aim_report(twin.strokes, fired, rec, {g.id: g.distance_mm for g in cfg.line.gates},
+                                 cfg.line.ticks_per_mm)
     correct = [it for it in items if it.bin == expected_bin(it.grade, cfg)]
     # Two ways to end in a gate bin that is not the item's own, kept apart because they have different owners:
     # wrong_bin is the sorting core's error (the item reached a gate bin its decision did not name: a wrong
@@ -186,6 +197,7 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
             "p50": _pct([float(e) for e in fire_errors], 50),
             "max_abs": int(max((abs(e) for e in fire_errors), default=0)),
         },
+        "aim": aim,
         "fps": round(float(pipeline_stats.get("fps_out", 0.0)), 2),
         "pipeline": pipeline_stats,
         "ejections": ej,
@@ -195,7 +207,8 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
         "per_item": [
             {"id": it.id, "true": it.grade, "predicted": it.predicted, "gates_fired": it.gates_fired,
              "bin": it.bin, "decided_bin": named[it.id], "expected_bin": expected_bin(it.grade, cfg),
-             "decisions": len(rec.decisions.get(it.id, [])), **_decision_detail(outcomes.get(it.id))}
+             "decisions": len(rec.decisions.get(it.id, [])), **_decision_detail(outcomes.get(it.id)),
+             **({"aim_error_mm": round(aim_errors[it.id], 1)} if it.id in aim_errors else {})}
             for it in items
         ],
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from device.config import DeviceConfig
 log = logging.getLogger(__name__)
 
 MISSED_AFTER_MM = 150.0  # belt travel past the target with no FIRED report before an ejection counts as missed
+FIRED_KEPT = 10_000  # fired ejections remembered for reports (a daemon runs for weeks: the record is bounded)
 
 
 @dataclass
@@ -28,6 +30,18 @@ class Pending:
     gate: int
     fire_at: int
     queued_ts: float
+    how: str = "decided"  # or "requeued" (after a clock jump) or "released" (held back, then queued after all)
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """One ejection the MCU reported fired: where it was aimed, where it fired, and how it came to be queued."""
+
+    item_id: int
+    gate: int
+    fire_at: int
+    actual: int
+    how: str
 
 
 @dataclass
@@ -44,7 +58,8 @@ class EjectionStats:
     # queued after all: held back (a neighbour in the sweep, a slip) on positions a clock jump proved wrong
     released: int = 0
     stood_down: int = 0  # withdrawn in a burst of clock jumps (aimed from positions inside it): default bin
-    fire_errors: list[int] = field(default_factory=list)  # actual - target counts
+    fire_errors: deque[int] = field(default_factory=lambda: deque(maxlen=FIRED_KEPT))  # actual - target counts
+    fired_log: deque[Fired] = field(default_factory=lambda: deque(maxlen=FIRED_KEPT))
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -74,24 +89,25 @@ class EjectionScheduler:
         half_pulse = max(ticks_per_s, 0.0) * g.pulse_ms / 2000.0
         return round(centre - half_pulse)
 
-    def schedule(self, item_id: int, u_mm: float, gate: int, ticks_per_s: float, epoch: int | None = None) -> str:
+    def schedule(self, item_id: int, u_mm: float, gate: int, ticks_per_s: float, epoch: int | None = None,
+                 how: str = "decided") -> str:
         """Queue one ejection; returns the MCU's answer ('queued', 'late', 'full') or 'failed'.
 
         `epoch` is the link's MCU boot epoch the position was measured in: after a reboot the link refuses the
-        stale count instead of firing at a wrong place.
+        stale count instead of firing at a wrong place. `how` is kept with it for reports (see Pending).
         """
-        return self.schedule_many([(item_id, u_mm, gate)], ticks_per_s, epoch)[0]
+        return self.schedule_many([(item_id, u_mm, gate)], ticks_per_s, epoch, how)[0]
 
     def schedule_many(self, requests: list[tuple[int, float, int]], ticks_per_s: float,
-                      epoch: int | None = None) -> list[str]:
+                      epoch: int | None = None, how: str = "decided") -> list[str]:
         """Queue the ejections (item_id, u_mm, gate) of one frame's decisions together (one round trip for all
         where the link can); one answer each, in order, as `schedule` gives."""
         plans = [(item_id, gate, self.target_count(u_mm, gate, ticks_per_s)) for item_id, u_mm, gate in requests]
         ejections = [(item_id, gate, fire_at, self.gates[gate].pulse_ms) for item_id, gate, fire_at in plans]
         results = self.link.queue_ejects(ejections, epoch=epoch)
-        return [self._settle(*plan, result) for plan, result in zip(plans, results, strict=True)]
+        return [self._settle(*plan, result, how) for plan, result in zip(plans, results, strict=True)]
 
-    def _settle(self, item_id: int, gate: int, fire_at: int, result: object) -> str:
+    def _settle(self, item_id: int, gate: int, fire_at: int, result: object, how: str) -> str:
         """Book one QUEUE_EJECT's answer: pending until FIRED, or an alarm."""
         from firmware_bridge.link import BridgeError  # light: pure Python, no hardware
 
@@ -102,7 +118,7 @@ class EjectionScheduler:
         answer = str(getattr(result, "name", result)).lower()
         if answer == "queued":
             with self._lock:
-                self.pending[item_id] = Pending(item_id, gate, fire_at, time.monotonic())
+                self.pending[item_id] = Pending(item_id, gate, fire_at, time.monotonic(), how)
             self.stats.queued += 1
         elif answer == "late":
             self.stats.late += 1
@@ -148,6 +164,7 @@ class EjectionScheduler:
             return
         self.stats.fired += 1
         self.stats.fire_errors.append(int(ev.actual_count) - int(p.fire_at))
+        self.stats.fired_log.append(Fired(p.item_id, p.gate, p.fire_at, int(ev.actual_count), p.how))
 
     def reconcile(self, count_now: float) -> list[Pending]:
         """Count as missed every pending ejection whose target the belt has passed without a FIRED report."""

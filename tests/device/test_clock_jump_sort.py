@@ -22,7 +22,10 @@ def test_mcu_pauses_are_seen_and_send_nothing_to_a_wrong_bin(tmp_path):
     assert report["link"]["clock_jumps"] >= 10  # the pauses (a starved VM may add more)
     # on failure, the evidence: each item off its own and its decision's bin, with its neighbours
     strays = [it for it in report["per_item"] if it["bin"] not in (it["decided_bin"], it["expected_bin"], "default")]
-    assert report["wrong_bin"] == 0, (strays, report["decisions_unmatched"], report["ejections"])
+    assert report["wrong_bin"] == 0, (strays, report["decisions_unmatched"],
+                                     report["ejections"], report["aim"]["strays"])
+    # nor does a stroke take a neighbour (of the same grade too, which no bin count shows)
+    assert report["aim"]["strokes_took_other"] == 0, report["aim"]["strays"]
     # and almost nothing lost to the default bin: the tracks a pause split are one again once re-placed, the
     # ejections decided or held back on wrong positions are queued again, and the slip measured across a jump
     # is forgotten (before these, 3.5-7% of the items missed the bin their decision named in such a run). Left

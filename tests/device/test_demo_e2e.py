@@ -36,7 +36,10 @@ def test_demo_sorts_and_a_subscriber_receives_every_item_event(tmp_path):
         # may misgrade an item or two, and that shows in misgraded_bin and the accuracy, not here
         strays = [it for it in report["per_item"]
                   if it["bin"] not in (it["decided_bin"], it["expected_bin"], "default")]
-        assert report["wrong_bin"] == 0, (strays, report["decisions_unmatched"], report["ejections"])
+        assert report["wrong_bin"] == 0, (strays, report["decisions_unmatched"],
+                                          report["ejections"], report["aim"]["strays"])
+        # nor does a stroke take a neighbour (of the same grade too, which no bin count shows)
+        assert report["aim"]["strokes_took_other"] == 0, report["aim"]["strays"]
         assert report["misgraded_bin"] <= 0.05 * report["items_total"]
         # A host stopped for over 500 ms (a starved VM: this one had 15-50% CPU steal at times) makes the MCU go
         # safe and flush its queue, by design: those items reach the default bin, and the accuracy says so. What

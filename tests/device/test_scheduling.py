@@ -49,7 +49,7 @@ def test_ejection_fires_centred_on_the_item_and_is_reconciled(line):
     off = [c for g, e, c in gates if g == 0 and not e]
     centre = (gate0_mm - u) * TPM
     assert on and off and on[0] < centre < off[0]  # the pulse spans the item's passage
-    assert sched.stats.fire_errors == [0]
+    assert list(sched.stats.fire_errors) == [0]
     assert not sched.pending and alarms == []
 
 

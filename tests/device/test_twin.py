@@ -4,7 +4,7 @@ import pytest
 from device.grades import GRADES
 from device.sim import open_camera
 from device.sim.dataset import CROP_HW, twin_crops
-from device.sim.twin import Twin, TwinParams
+from device.sim.twin import Stroke, Twin, TwinParams
 from device.sorting.locate import find_items
 
 
@@ -49,6 +49,8 @@ def test_gate_diverts_the_item_under_its_pusher_and_only_that_item():
     twin.on_gate(1, False, enc.c + to_gate + 20)
     assert lead.bin == "1" and lead.gates_fired == [1]
     assert all(it.bin is None for it in twin.items)
+    # the stroke is on record for the report's aim (device/sorting/aim.py)
+    assert list(twin.strokes) == [Stroke(1, enc.c + to_gate - 20, enc.c + to_gate + 20, (lead.id,))]
 
 
 def test_stuck_gate_never_diverts_and_items_reach_the_default_bin():
