@@ -77,6 +77,7 @@ class McuSimulator:
         self._base_count = 0.0
         self._speed = 0.0
         self._paused_until = 0.0  # fault injection: the MCU and the belt stand still until then
+        self._paused_from = 0.0  # since when
         # the last fires (item, gate, target, actual), bounded: the demo runs this simulator for days
         self.fired_log: deque[tuple[int, int, int, int]] = deque(maxlen=LOG_DEPTH)
         self._boot(RESET_POWER_ON)
@@ -109,6 +110,14 @@ class McuSimulator:
     def count(self) -> int:
         with self._lock:
             return math.floor(self._phys_at(time.monotonic()) + 1e-6)
+
+    def exposure(self) -> tuple[float, int]:
+        """(host time, count) of one instant of the belt, for a camera: during a pause the belt shows where it
+        stopped, and that is the moment the picture shows (as FirmwareSimulator.exposure for a late harness)."""
+        with self._lock:
+            now = time.monotonic()
+            count = math.floor(self._phys_at(now) + 1e-6)
+            return (self._paused_from if now < self._paused_until else now), count
 
     @property
     def speed(self) -> float:
@@ -195,6 +204,8 @@ class McuSimulator:
             now = time.monotonic()
             self._process(now)
             until = now + seconds
+            if now >= self._paused_until:
+                self._paused_from = now
             self._base_count = self._phys_at(now)
             self._base_t = until
             self._boot_t += seconds

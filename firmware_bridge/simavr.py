@@ -20,6 +20,7 @@ import struct
 import subprocess
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -181,6 +182,24 @@ class FirmwareSimulator:
         if self._mm is None:
             return 0
         return int(struct.unpack_from("<Q", self._mm, 0)[0])
+
+    def exposure(self) -> tuple[float, int]:
+        """(host time.monotonic(), count) of one instant of the simulated world: the count the harness published
+        and the time its pacing had that instant due. A harness running late (a starved machine) shows the world
+        as it was then, and a camera stamps its picture with the moment the picture shows; stamped with the
+        time of reading instead, every frame would be placed up to the lag's belt travel off, with no clock jump
+        to say so. The harness writes under a seqlock (an odd sequence number: writing; read again)."""
+        mm = self._mm
+        if mm is None:
+            return time.monotonic(), 0
+        for _ in range(100):
+            seq = struct.unpack_from("<Q", mm, 24)[0]
+            count, _cycle, due_ns = struct.unpack_from("<QQQ", mm, 0)
+            if seq % 2 == 0 and struct.unpack_from("<Q", mm, 24)[0] == seq:
+                break
+        now = time.monotonic()
+        # before its pacing starts the harness has no due time; it runs at most 200 us ahead of the wall clock
+        return (min(now, due_ns / 1e9) if due_ns else now), int(count)
 
     def reset(self) -> None:
         """Pulls the MCU's reset pin: the firmware reboots (queue lost, gates released, count from 0)."""

@@ -8,7 +8,8 @@ from typing import Protocol
 
 
 class Encoder(Protocol):
-    """What the twin needs of whoever drives the belt: the MCU simulators implement the same two calls."""
+    """What the twin needs of whoever drives the belt: the MCU simulators implement the same two calls (and
+    `exposure()`, the host time and count of one instant of a belt that may run late: see Twin.exposure)."""
 
     def set_speed(self, ticks_per_s: float) -> None: ...
 

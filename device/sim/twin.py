@@ -307,9 +307,15 @@ class Twin:
 
     # -- camera -----------------------------------------------------------------------------------------
     def exposure(self) -> tuple[float, int]:
-        """(host time, encoder count) of one instant. The two reads are retried until they come within
-        EXPOSURE_TOLERANCE_S of each other: a thread preempted between them would put the item in the wrong
-        place (25 mm per 50 ms at 0.5 m/s) and every ejection downstream of that frame with it."""
+        """(host time, encoder count) of one instant. An MCU simulator that owns the belt says which instant its
+        world shows (one running late, or paused, shows an earlier one: `exposure()` on the simulators).
+        Otherwise the two reads are retried until they come within EXPOSURE_TOLERANCE_S of each other: a thread
+        preempted between them would put the item in the wrong place (25 mm per 50 ms at 0.5 m/s) and every
+        ejection downstream of that frame with it."""
+        own = getattr(self.encoder, "exposure", None)
+        if own is not None:
+            t, count = own()
+            return float(t), int(count)
         for _ in range(5):
             t0 = time.monotonic()
             count = self.encoder.count()

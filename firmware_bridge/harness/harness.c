@@ -5,8 +5,11 @@
  * - The firmware's UART0 is bridged to a fresh pty, printed as "PTY <path>": pyserial opens it like a
  *   USB-serial adapter. simavr times each byte on its simulated UART (about 93 us at 115200 baud).
  * - The encoder: the harness drives PD2 (INT0) with a square wave of the requested speed; the count of rising
- *   edges is "the belt position". It is written (u64 count, u64 cycle) to --count-file, a memory-mapped file
- *   the host reads at any time without asking.
+ *   edges is "the belt position". It is written to --count-file, a memory-mapped file the host reads at any
+ *   time without asking: u64 count, u64 cycle, u64 the CLOCK_MONOTONIC ns at which the pacing below had that
+ *   cycle due (0 before it starts), u64 a sequence number, odd while the three are being written (a seqlock).
+ *   When the harness runs late, the published count is the world as it was at that due time, not now: the
+ *   twin's camera stamps its frame with it, as a real camera stamps the moment its picture shows.
  * - Every change of a gate pin (PD4..PD7 = gates 0..3, PB0..PB3 = gates 4..7) prints
  *   "G <cycle> <gate> <0|1> <count>" on stdout, with the count of encoder edges at that cycle.
  * - stdin takes one command per line: "speed <ticks/s>", "reset" (the MCU's reset pin), "quit", and
@@ -60,7 +63,9 @@ static uint8_t to_avr[1 << 16], to_host[1 << 16];
 static size_t to_avr_r, to_avr_w, to_host_n;
 static uint64_t host_bytes_dropped;
 
-static volatile uint64_t *shared; /* [0] count, [1] cycle */
+static volatile uint64_t *shared; /* [0] count, [1] cycle, [2] due ns, [3] seqlock */
+static double pace_t0;           /* CLOCK_MONOTONIC s at which cycle pace_cycle0 was due (0: not pacing yet) */
+static uint64_t pace_cycle0;
 static uint64_t enc_count;
 static double speed;
 static double enc_next;
@@ -86,8 +91,14 @@ static double now_s(void) {
 
 static void publish(void) {
     if (shared) {
-        shared[1] = sim_cycles();
+        uint64_t cycle = sim_cycles();
+        shared[3]++; /* odd: a reader retries */
+        __sync_synchronize();
+        shared[1] = cycle;
         shared[0] = enc_count;
+        shared[2] = pace_t0 > 0 ? (uint64_t)((pace_t0 + (double)(cycle - pace_cycle0) / FREQ) * 1e9) : 0;
+        __sync_synchronize();
+        shared[3]++;
     }
 }
 
@@ -347,13 +358,14 @@ int main(int argc, char **argv) {
     }
     fprintf(events, "READY\n");
 
-    double t0 = now_s(), last_wall = 0;
-    uint64_t cycle0 = sim_cycles();
+    double last_wall = 0;
+    pace_t0 = now_s();
+    pace_cycle0 = sim_cycles();
     const uint64_t slice = FREQ / 1000000 * PACE_SLICE_US;
     int quit = 0;
     while (!quit) {
-        double wall = now_s() - t0;
-        uint64_t target = cycle0 + (uint64_t)(wall * FREQ) + slice;
+        double wall = now_s() - pace_t0;
+        uint64_t target = pace_cycle0 + (uint64_t)(wall * FREQ) + slice;
         uint64_t c = sim_cycles();
         if (target > c + slice && target - c - slice > max_lag_cycles)
             max_lag_cycles = target - c - slice;
@@ -362,7 +374,7 @@ int main(int argc, char **argv) {
              * MCU faster than the host and fake a host silence; instead the simulated world pauses, belt
              * included, as if the MCU's clock had stopped: counted in STATS. */
             uint64_t lag = target - c - slice;
-            t0 += (double)lag / FREQ;
+            pace_t0 += (double)lag / FREQ;
             target -= lag;
             paused_cycles += lag;
             pauses++;
@@ -389,7 +401,7 @@ int main(int argc, char **argv) {
         quit = poll_stdin();
 
         /* sleep until the host writes, stdin speaks, or simulated time is due again */
-        double ahead = (double)(sim_cycles() - cycle0) / FREQ - (now_s() - t0);
+        double ahead = (double)(sim_cycles() - pace_cycle0) / FREQ - (now_s() - pace_t0);
         if (ahead > 0 && !(xon && to_avr_r < to_avr_w)) {
             fd_set rd, wr;
             FD_ZERO(&rd);

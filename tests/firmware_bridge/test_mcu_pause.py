@@ -74,3 +74,38 @@ def _pause_and_check(sim: Any, link: BridgeLink, events: list[tuple[str, dict[st
 def test_pause_is_refused_outside_its_range() -> None:
     with pytest.raises(ValueError, match="seconds"):
         McuSimulator().pause(0)
+
+
+def _standing(sim: Any) -> tuple[float, int]:
+    """The belt's exposure once three reads over 100 ms show it standing (the simavr harness takes a pause
+    command asynchronously, and a starved one may stand still a moment by itself before it does)."""
+    for _ in range(100):
+        reads = []
+        for _ in range(3):
+            reads.append(sim.exposure())
+            time.sleep(0.05)
+        if len({c for _, c in reads}) == 1:
+            return reads[-1]
+    raise AssertionError("the belt never stood still")
+
+
+def test_a_stopped_belt_is_pictured_at_the_moment_it_stopped(sim: Any) -> None:
+    """While the MCU and its belt stand still, a camera pictures the belt where it stopped, and the picture is
+    stamped with the moment it stopped, not the moment it was read: its belt position then comes out right
+    through the host's clock mapping as it was before the pause. (A harness running late is the same: the
+    world it publishes is as it was when its pacing had that instant due.)"""
+    from device.sim.twin import Twin, TwinParams
+
+    twin = Twin(TwinParams(), {}, sim)
+    wait_for(lambda: sim.exposure()[1] > 0)
+    t_command = time.monotonic()
+    sim.pause(2.0)
+    ts1, c1 = _standing(sim)
+    time.sleep(0.2)
+    ts2, c2 = twin.exposure()  # the twin's camera asks the simulator which instant its world shows
+    read = time.monotonic()
+    assert (ts2, c2) == (ts1, c1)  # the same instant, pictured twice
+    assert ts2 <= read - 0.2  # stamped when the belt stopped, not when it was read
+    assert ts2 >= t_command - 1.0  # (and not long before the pause: the harness runs at most 20 ms late)
+    wait_for(lambda: sim.exposure()[1] > c2)  # the pause ends: the belt moves and the stamps with it
+    assert sim.exposure()[0] > ts2
