@@ -45,9 +45,11 @@ def _match(strokes: Iterable[Stroke], fired: Iterable[Fired]) -> list[tuple[Stro
 
 
 def aim_report(strokes: Iterable[Stroke], fired: Iterable[Fired], pairing: _Pairing, gates_mm: dict[int, float],
-               ticks_per_mm: float) -> tuple[dict[str, Any], dict[int, float]]:
-    """(the report's `aim` section, each ejected item's aim error in mm by twin item id)."""
+               ticks_per_mm: float) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+    """(the report's `aim` section, by twin item id the aim of the ejection its decision queued: the error in
+    mm and how it was queued)."""
     errors: dict[int, float] = {}
+    aims: dict[int, dict[str, Any]] = {}
     strays: list[dict[str, Any]] = []
     unexplained = unpaired = took_other = 0
     matched = _match(strokes, fired)
@@ -62,6 +64,7 @@ def aim_report(strokes: Iterable[Stroke], fired: Iterable[Fired], pairing: _Pair
         else:
             error = item.x_at((stroke.start + stroke.end) / 2, ticks_per_mm) - gates_mm[stroke.gate]
             errors[item.id] = error
+            aims[item.id] = {"aim_error_mm": round(error, 1), "queued_as": f.how}
         others = [i for i in stroke.took if item is None or i != item.id]
         if others:
             took_other += 1
@@ -86,4 +89,4 @@ def aim_report(strokes: Iterable[Stroke], fired: Iterable[Fired], pairing: _Pair
         "strokes_took_other": took_other,
         "strays": strays,
     }
-    return section, errors
+    return section, aims

@@ -142,7 +142,7 @@ class JumpRecovery:
         if sorter.clock_guard.unstable(time.monotonic()):
             log.warning("item %s: not queued again, the MCU's clock is jumping", track.id)
             return
-        speed = sorter.ticks_per_s(capture_ts)
+        speed = sorter.ticks_per_s()
         if track.drift < -MAX_SLIP:
             log.warning("item %s: not queued again, it slips", track.id)
             return

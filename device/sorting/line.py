@@ -254,7 +254,7 @@ class SortingLine:
             snap["paused"] = self.sorter.paused.is_set()
             snap["latency_ms"] = {**snap.get("latency_ms", {}), "decision": {
                 "p50_ms": s["decision_latency_ms"]["p50"], "p99_ms": s["decision_latency_ms"]["p99"]}}
-            snap["belt_speed_mps"] = round(self.sorter.ticks_per_s(time.monotonic()) / self.cfg.line.ticks_per_mm
+            snap["belt_speed_mps"] = round(self.sorter.ticks_per_s() / self.cfg.line.ticks_per_mm
                                            / 1000.0, 3)
         if self.link is not None:
             snap["link"] = dict(self.link.counters)

@@ -125,7 +125,7 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
                  pipeline_stats: dict[str, Any], fired: list[Fired], elapsed_s: float) -> dict[str, Any]:
     items: list[Item] = list(twin.finished)
     fire_errors = [f.actual - f.fire_at for f in fired]
-    aim, aim_errors = aim_report(twin.strokes, fired, rec, {g.id: g.distance_mm for g in cfg.line.gates},
+    aim, aims = aim_report(twin.strokes, fired, rec, {g.id: g.distance_mm for g in cfg.line.gates},
                                  cfg.line.ticks_per_mm)
     correct = [it for it in items if it.bin == expected_bin(it.grade, cfg)]
     # Two ways to end in a gate bin that is not the item's own, kept apart because they have different owners:
@@ -208,7 +208,7 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
             {"id": it.id, "true": it.grade, "predicted": it.predicted, "gates_fired": it.gates_fired,
              "bin": it.bin, "decided_bin": named[it.id], "expected_bin": expected_bin(it.grade, cfg),
              "decisions": len(rec.decisions.get(it.id, [])), **_decision_detail(outcomes.get(it.id)),
-             **({"aim_error_mm": round(aim_errors[it.id], 1)} if it.id in aim_errors else {})}
+             **aims.get(it.id, {})}
             for it in items
         ],
     }

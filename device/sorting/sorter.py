@@ -37,8 +37,6 @@ from device.sorting.tracking import MAX_SLIP, Detection, Track, Tracker
 
 log = logging.getLogger(__name__)
 
-SPEED_WINDOW_S = 0.1  # the belt speed is the encoder's slope over this window
-
 
 class SortingTask:
     """Pipeline FrameTask: item crops in, per-crop class probabilities out."""
@@ -141,10 +139,13 @@ class Sorter:
         jump)."""
         return self.link.encoder_count_at(host_ts) / self.tpm
 
-    def ticks_per_s(self, at: float) -> float:
-        c1 = self.link.encoder_count_at(at)
-        c0 = self.link.encoder_count_at(at - SPEED_WINDOW_S)
-        return max(0.0, (c1 - c0) / SPEED_WINDOW_S)
+    def ticks_per_s(self) -> float:
+        """The belt's speed now, in encoder ticks per second of the MCU's own clock (`link.encoder_speed`, its
+        last 100 ms of samples): the speed the pusher will meet. Measured through host times instead (the counts
+        at a frame's capture and 100 ms before), a pause of the MCU's clock inside that window read as a slower
+        belt, and a pulse centred by half its length of travel started up to that half late: 13-22 mm at
+        1.5 m/s after 50-120 ms pauses, in the report's aim errors."""
+        return max(0.0, float(self.link.encoder_speed()))
 
     def _on_link_event(self, kind: str, detail: dict[str, Any]) -> None:
         if kind == "mcu_reset":
@@ -203,7 +204,7 @@ class Sorter:
     def _decide(self, due: list[tuple[Track, float]], frame: Frame) -> None:
         """Decide every track of this frame that reached the decision line; their ejections are queued together
         (several decisions in one frame cost one serial round trip, not one each)."""
-        speed = self.ticks_per_s(frame.capture_ts)
+        speed = self.ticks_per_s()
         decided: list[tuple[Track, float, Decision, float, str | None]] = []
         to_eject: list[tuple[int, float, int]] = []
         for track, x_mm in due:

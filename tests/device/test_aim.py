@@ -31,9 +31,10 @@ def test_strokes_are_paired_measured_and_strays_listed():
         Fired(11, 3, 1300, 1300, "requeued"),
         Fired(12, 3, 1600, 1601, "decided"),  # its decision was never placed on an item
     ]
-    section, errors = aim_report(strokes, fired, pairing, GATES, TPM)
+    section, aims = aim_report(strokes, fired, pairing, GATES, TPM)
     assert section["strokes"] == 4 and section["strokes_unexplained"] == 1 and section["strokes_unpaired"] == 1
-    assert errors == {1: 1.5, 2: 53.5}
+    assert aims == {1: {"aim_error_mm": 1.5, "queued_as": "decided"},
+                    2: {"aim_error_mm": 53.5, "queued_as": "requeued"}}
     assert section["error_mm"]["n"] == 2 and section["error_mm"]["max_abs"] == 53.5
     # the third stroke took items while its ejection's item is unknown: a stray, listed with how it was queued
     assert section["strokes_took_other"] == 1
@@ -44,10 +45,10 @@ def test_strokes_are_paired_measured_and_strays_listed():
 def test_a_stroke_that_takes_a_neighbour_with_its_item_is_a_stray():
     a = _item(1, 0.0)  # item 2, 30 mm behind it, was caught by the same stroke
     pairing = SimpleNamespace(item_of_track=lambda track: a)
-    section, errors = aim_report([Stroke(3, 1000, 1014, (1, 2))], [Fired(5, 3, 1000, 1000, "released")], pairing,
+    section, aims = aim_report([Stroke(3, 1000, 1014, (1, 2))], [Fired(5, 3, 1000, 1000, "released")], pairing,
                                  GATES, TPM)
     assert section["strokes_took_other"] == 1 and section["strays"][0]["aim_error_mm"] == 3.5
-    assert section["strays"][0]["how"] == "released" and errors == {1: 3.5}
+    assert section["strays"][0]["how"] == "released" and aims == {1: {"aim_error_mm": 3.5, "queued_as": "released"}}
     # a report far from any stroke on the gate pairs with none
     section, _ = aim_report([Stroke(3, 1000, 1014, (1,))], [Fired(5, 3, 900, 900, "decided")], pairing, GATES, TPM)
     assert section["strokes_unexplained"] == 1 and section["error_mm"]["n"] == 0
