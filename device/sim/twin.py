@@ -305,6 +305,11 @@ class Twin:
                     took.append(it.id)
             self.strokes.append(Stroke(gate, start, count, tuple(took)))
 
+    def strokes_seen(self) -> list[Stroke]:
+        """The pusher strokes so far, oldest first (the last STROKES_KEPT)."""
+        with self._lock:
+            return list(self.strokes)
+
     # -- camera -----------------------------------------------------------------------------------------
     def exposure(self) -> tuple[float, int]:
         """(host time, encoder count) of one instant. An MCU simulator that owns the belt says which instant its

@@ -48,7 +48,7 @@ def aim_report(strokes: Iterable[Stroke], fired: Iterable[Fired], pairing: _Pair
                ticks_per_mm: float) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
     """(the report's `aim` section, by twin item id the aim of the ejection its decision queued: the error in
     mm and how it was queued)."""
-    errors: dict[int, float] = {}
+    errors: list[float] = []  # one per stroke paired with an item (an item decided twice may have two)
     aims: dict[int, dict[str, Any]] = {}
     strays: list[dict[str, Any]] = []
     unexplained = unpaired = took_other = 0
@@ -63,7 +63,7 @@ def aim_report(strokes: Iterable[Stroke], fired: Iterable[Fired], pairing: _Pair
             unpaired += 1  # its decision was never placed on an item (decisions_unmatched)
         else:
             error = item.x_at((stroke.start + stroke.end) / 2, ticks_per_mm) - gates_mm[stroke.gate]
-            errors[item.id] = error
+            errors.append(error)
             aims[item.id] = {"aim_error_mm": round(error, 1), "queued_as": f.how}
         others = [i for i in stroke.took if item is None or i != item.id]
         if others:
@@ -73,7 +73,7 @@ def aim_report(strokes: Iterable[Stroke], fired: Iterable[Fired], pairing: _Pair
                                "how": f.how, "fire_at": f.fire_at, "item": item.id if item else None,
                                "aim_error_mm": None if error is None else round(error, 1),
                                "took": list(stroke.took)})
-    signed = np.array(list(errors.values()), dtype=float)
+    signed = np.array(errors, dtype=float)
     absolute = np.abs(signed)
     section = {
         "strokes": len(matched),

@@ -125,7 +125,7 @@ def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snaps
                  pipeline_stats: dict[str, Any], fired: list[Fired], elapsed_s: float) -> dict[str, Any]:
     items: list[Item] = list(twin.finished)
     fire_errors = [f.actual - f.fire_at for f in fired]
-    aim, aims = aim_report(twin.strokes, fired, rec, {g.id: g.distance_mm for g in cfg.line.gates},
+    aim, aims = aim_report(twin.strokes_seen(), fired, rec, {g.id: g.distance_mm for g in cfg.line.gates},
                                  cfg.line.ticks_per_mm)
     correct = [it for it in items if it.bin == expected_bin(it.grade, cfg)]
     # Two ways to end in a gate bin that is not the item's own, kept apart because they have different owners:

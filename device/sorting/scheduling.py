@@ -163,8 +163,14 @@ class EjectionScheduler:
             log.warning("FIRED for item %s that is not pending (gate %s)", ev.item_id, ev.gate)
             return
         self.stats.fired += 1
-        self.stats.fire_errors.append(int(ev.actual_count) - int(p.fire_at))
-        self.stats.fired_log.append(Fired(p.item_id, p.gate, p.fire_at, int(ev.actual_count), p.how))
+        with self._lock:  # a report copies the log meanwhile (fired_log), and a deque refuses to change under it
+            self.stats.fire_errors.append(int(ev.actual_count) - int(p.fire_at))
+            self.stats.fired_log.append(Fired(p.item_id, p.gate, p.fire_at, int(ev.actual_count), p.how))
+
+    def fired_log(self) -> list[Fired]:
+        """The ejections reported fired, oldest first (the last FIRED_KEPT)."""
+        with self._lock:
+            return list(self.stats.fired_log)
 
     def reconcile(self, count_now: float) -> list[Pending]:
         """Count as missed every pending ejection whose target the belt has passed without a FIRED report."""

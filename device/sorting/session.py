@@ -36,7 +36,7 @@ def run_twin_session(cfg: DeviceConfig, seconds: float, *, firmware: bool = Fals
         if on_tick:
             on_tick(line, time.monotonic() - t0)
         report = build_report(cfg, line.twin, recorder, line.sorter.snapshot(), line.pipeline.stats(),
-                              list(line.sorter.scheduler.stats.fired_log), time.monotonic() - t0)
+                              line.sorter.scheduler.fired_log(), time.monotonic() - t0)
         report.update({
             "firmware": firmware,
             "model": line.bundle.manifest.model_id() if line.bundle else "",

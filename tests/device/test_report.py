@@ -33,7 +33,7 @@ def test_a_faithful_ejection_of_a_misgraded_item_is_the_models_error_and_a_stray
     ]
     decisions = {it.id: [_outcome(it.predicted)] for it in items if it.predicted}
     rec = SimpleNamespace(decisions=decisions, outcomes={k: v[0] for k, v in decisions.items()}, unmatched=0)
-    twin = SimpleNamespace(finished=items, strokes=[])
+    twin = SimpleNamespace(finished=items, strokes_seen=list)
     report = build_report(cfg, twin, rec, {}, {}, [], 1.0)  # type: ignore[arg-type]
     assert (report["wrong_bin"], report["misgraded_bin"], report["default_bin"]) == (2, 1, 1)
     assert report["items_correct"] == 1
@@ -58,7 +58,7 @@ def test_an_item_in_its_own_bin_without_a_paired_decision_is_not_a_wrong_bin():
     items = [_item(1, "BS", "BS", g_bs), _item(2, "BS", None, g_bs), _item(3, "BS", None, g_l)]
     decisions = {1: [_outcome("BS")]}
     rec = SimpleNamespace(decisions=decisions, outcomes={1: decisions[1][0]}, unmatched=1)
-    report = build_report(cfg, SimpleNamespace(finished=items, strokes=[]), rec, {}, {}, [], 1.0)  # type: ignore[arg-type]
+    report = build_report(cfg, SimpleNamespace(finished=items, strokes_seen=list), rec, {}, {}, [], 1.0)  # type: ignore[arg-type]
     assert (report["wrong_bin"], report["own_bin_unpaired"], report["items_correct"]) == (1, 1, 2)
 
 
@@ -71,7 +71,7 @@ def test_an_item_decided_twice_is_counted_and_is_wrong_only_outside_both_named_b
     # item 2: both halves decided (M, then L), yet it reached S's bin
     decisions = {1: [_outcome("uncertain"), _outcome("M")], 2: [_outcome("M"), _outcome("L")]}
     rec = SimpleNamespace(decisions=decisions, outcomes={k: v[0] for k, v in decisions.items()}, unmatched=1)
-    report = build_report(cfg, SimpleNamespace(finished=items, strokes=[]), rec, {}, {}, [], 1.0)  # type: ignore[arg-type]
+    report = build_report(cfg, SimpleNamespace(finished=items, strokes_seen=list), rec, {}, {}, [], 1.0)  # type: ignore[arg-type]
     assert report["items_decided_twice"] == 2 and report["decisions_unmatched"] == 1
     assert report["wrong_bin"] == 1 and [r["decisions"] for r in report["per_item"]] == [2, 2]
     assert g_l not in (g_m, g_s)

@@ -50,7 +50,7 @@ def test_gate_diverts_the_item_under_its_pusher_and_only_that_item():
     assert lead.bin == "1" and lead.gates_fired == [1]
     assert all(it.bin is None for it in twin.items)
     # the stroke is on record for the report's aim (device/sorting/aim.py)
-    assert list(twin.strokes) == [Stroke(1, enc.c + to_gate - 20, enc.c + to_gate + 20, (lead.id,))]
+    assert twin.strokes_seen() == [Stroke(1, enc.c + to_gate - 20, enc.c + to_gate + 20, (lead.id,))]
 
 
 def test_stuck_gate_never_diverts_and_items_reach_the_default_bin():
