@@ -420,11 +420,10 @@ class BridgeLink:
         not when the reply that showed the jump arrived: a frame captured in between and placed before this
         thread took the lock (on a starved host, tens of ms later) went through the old mapping."""
         if jump is not None:
-            mapped_right = time.monotonic()
             log.warning("the MCU clock moved %+.1f ms against the host's (detected %.0f ms after the last good "
                         "sample)%s", jump.shift_s * 1e3, (jump.detected - jump.since) * 1e3,
                         "; pause located, earlier host times re-mapped" if located else "")
-            self._emit("clock_jump", {"since": jump.since, "detected": max(jump.detected, mapped_right),
+            self._emit("clock_jump", {"since": jump.since, "detected": time.monotonic(),
                                       "shift_s": jump.shift_s, "located": located})
 
     def mcu_to_host(self, mcu_s: float) -> float:

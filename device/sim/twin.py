@@ -167,7 +167,7 @@ class Twin:
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._gate_on: dict[int, int] = {}
-        self.strokes: deque[Stroke] = deque(maxlen=STROKES_KEPT)
+        self._strokes: deque[Stroke] = deque(maxlen=STROKES_KEPT)
         self._next_pitch = 0.0
         self._prev_back = 0.0
         self._spawning = True
@@ -303,12 +303,12 @@ class Twin:
                     it.bin = str(gate)
                     self._finish(it, count)
                     took.append(it.id)
-            self.strokes.append(Stroke(gate, start, count, tuple(took)))
+            self._strokes.append(Stroke(gate, start, count, tuple(took)))
 
     def strokes_seen(self) -> list[Stroke]:
         """The pusher strokes so far, oldest first (the last STROKES_KEPT)."""
         with self._lock:
-            return list(self.strokes)
+            return list(self._strokes)
 
     # -- camera -----------------------------------------------------------------------------------------
     def exposure(self) -> tuple[float, int]:

@@ -44,7 +44,7 @@ class JumpRecovery:
         sorter, guard, tracker = self.sorter, self.sorter.clock_guard, self.sorter.tracker
         if not guard.pending():
             return
-        mm_per_s = sorter.link.encoder_speed() / sorter.tpm
+        mm_per_s = sorter.ticks_per_s() / sorter.tpm
         bursts = guard.bursts
         windows = guard.take(mm_per_s)
         if guard.bursts != bursts or guard.unstable(time.monotonic()):
@@ -66,7 +66,7 @@ class JumpRecovery:
                 tracker.merge_coincident(belt_now)
                 tracker.forget_departed_twins(belt_now)
                 for t, gate, was_held in again:
-                    self.requeue(t, gate, t.last_capture_ts, was_held)
+                    self.requeue(t, gate, was_held)
                 self._correct_decisions(w, every)
                 continue
             for t in hit:
@@ -134,9 +134,9 @@ class JumpRecovery:
         t.drift = t.drift_before(w.since)
         return self._withdraw(t, w)
 
-    def requeue(self, track: Track, gate: int, capture_ts: float, held: bool = False) -> None:
-        """Queue a withdrawn or (`held`) held-back ejection again at the item's trusted position (or leave it to
-        the default bin)."""
+    def requeue(self, track: Track, gate: int, held: bool = False) -> None:
+        """Queue a withdrawn or (`held`) held-back ejection again at the item's trusted position, aimed from the
+        frame that last placed the track (or leave it to the default bin)."""
         track.requeue_gate, track.requeue_held = None, False
         sorter = self.sorter
         if sorter.clock_guard.unstable(time.monotonic()):
@@ -152,7 +152,7 @@ class JumpRecovery:
         target = sorter.gate_distance(gate) - sorter.belt_at_gate(track, gate)
         how = "released" if held else "requeued"
         if sorter.scheduler.schedule(track.id, target, gate, speed, epoch=sorter.mcu_epoch, how=how) == "queued":
-            track.eject_gate, track.aimed_from_ts = gate, capture_ts
+            track.eject_gate, track.aimed_from_ts = gate, track.last_capture_ts
             if held:
                 sorter.scheduler.stats.released += 1
             else:

@@ -124,7 +124,7 @@ def _pct(values: list[float], q: float) -> float:
 def build_report(cfg: DeviceConfig, twin: Twin, rec: TruthRecorder, sorter_snapshot: dict[str, Any],
                  pipeline_stats: dict[str, Any], fired: list[Fired], elapsed_s: float) -> dict[str, Any]:
     items: list[Item] = list(twin.finished)
-    fire_errors = [f.actual - f.fire_at for f in fired]
+    fire_errors = [f.actual - f.fire_at for f in fired]  # as EjectionStats.fire_errors, over this copy
     aim, aims = aim_report(twin.strokes_seen(), fired, rec, {g.id: g.distance_mm for g in cfg.line.gates},
                                  cfg.line.ticks_per_mm)
     correct = [it for it in items if it.bin == expected_bin(it.grade, cfg)]

@@ -58,8 +58,12 @@ class EjectionStats:
     # queued after all: held back (a neighbour in the sweep, a slip) on positions a clock jump proved wrong
     released: int = 0
     stood_down: int = 0  # withdrawn in a burst of clock jumps (aimed from positions inside it): default bin
-    fire_errors: deque[int] = field(default_factory=lambda: deque(maxlen=FIRED_KEPT))  # actual - target counts
     fired_log: deque[Fired] = field(default_factory=lambda: deque(maxlen=FIRED_KEPT))
+
+    @property
+    def fire_errors(self) -> list[int]:
+        """actual - target counts of the fired ejections (fired_log's)."""
+        return [f.actual - f.fire_at for f in list(self.fired_log)]
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -164,7 +168,6 @@ class EjectionScheduler:
             return
         self.stats.fired += 1
         with self._lock:  # a report copies the log meanwhile (fired_log), and a deque refuses to change under it
-            self.stats.fire_errors.append(int(ev.actual_count) - int(p.fire_at))
             self.stats.fired_log.append(Fired(p.item_id, p.gate, p.fire_at, int(ev.actual_count), p.how))
 
     def fired_log(self) -> list[Fired]:

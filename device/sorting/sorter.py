@@ -188,7 +188,7 @@ class Sorter:
         due = []
         for t in list(self.tracker.tracks.values()):
             if t.requeue_gate is not None and t.uncertainty_mm == 0.0:
-                self.recovery.requeue(t, t.requeue_gate, t.last_capture_ts, t.requeue_held)
+                self.recovery.requeue(t, t.requeue_gate, t.requeue_held)
             if t.decided or not self.tracker.confirmed(t) or t.uncertainty_mm > 0.0:
                 continue
             x_mm = t.predict(belt_mm) + belt_mm
