@@ -131,6 +131,7 @@ class Sorter:
         self.clock_guard = ClockGuard()
         self.recovery = JumpRecovery(self)
         self.frames_uncertain = 0  # frames placed through a broken clock mapping
+        self.frames_shifted = 0  # frames placed by their items, not their encoder count (Tracker.frame_shift)
         if hasattr(link, "add_event_listener"):
             link.add_event_listener(self._on_link_event)
 
@@ -182,6 +183,14 @@ class Sorter:
                       uncertain)
             for b, p in result
         ]
+        shift = self.tracker.frame_shift(dets, belt_mm)
+        if shift:  # the items moved together against the encoder count: a clock jump the link has not seen yet
+            self.frames_shifted += 1
+            belt_mm -= shift
+            for d in dets:
+                d.u_mm += shift
+            log.info("frame %d placed by its items: the encoder count at its capture is %.1f mm off", frame.seq,
+                     shift)
         self.tracker.update(dets, belt_mm, frame.capture_ts, self.views)
         self.tracker.merge_coincident(belt_mm)
         line = self.cfg.line.decision_line_mm
@@ -288,4 +297,5 @@ class Sorter:
             "clock_jumps": self.clock_guard.jumps,
             "clock_jump_bursts": self.clock_guard.bursts,
             "frames_uncertain": self.frames_uncertain,
+            "frames_shifted": self.frames_shifted,
         }

@@ -10,6 +10,14 @@ placed on the belt with the wrong encoder count (see device/sorting/clock_guard.
 track whose latest position came from one, carry `uncertainty_mm`; the next trustworthy detection clears it.
 Matching does not widen for it: with errors of 50-150 mm (a 100 ms jump at 0.5-1.5 m/s) a wider window takes
 a neighbour's detection, while a track that splits instead only costs the item its earlier frames.
+
+Before the link has seen a jump, nothing flags its frames, but the items show it: a wrong encoder count moves
+every item of a frame by the same distance, and an item that slips moves only itself. `frame_shift` finds that
+common move (two whole views or more agreeing on it, off their tracks by the same amount), and the sorter
+places the frame by it (device/sorting/sorter.py). Without it, a jump of more than half the items' pitch matched
+each detection to its neighbour's track: every track of the frame took the next item, and an item's decision
+was made on its neighbour's frames, aimed at its neighbour's place (runs with scripted bursts of 30-80 ms
+pauses at 0.5 m/s and 8 items/s, a pitch of 62 mm: strokes one pitch late, docs/BENCHMARKS.md, session 10).
 """
 
 from __future__ import annotations
@@ -30,6 +38,13 @@ MAX_SLIP = 0.35  # an item slower than the belt by more than this share is not e
 # can be, as the thinnest is 20 mm across. A track splits when a detection is placed wrong (a clock jump) and
 # starts its own track; once the link puts the mapping right, the two stand on the same spot.
 MERGE_MM = 12.0
+# A frame whose whole views stand off their tracks by one common distance was placed with a wrong encoder count
+# (a clock jump the link has not yet seen). "On" a track: within SHIFT_TOL_MM (the locator's centres scatter by a
+# few mm). It takes SHIFT_SUPPORT more detections on their tracks with the shift than without it, so a frame that
+# matches normally is never moved (a one-pitch shift of evenly spaced items matches no more of them than none).
+SHIFT_TOL_MM = 6.0
+SHIFT_SUPPORT = 2
+SHIFT_MAX_MM = 250.0  # a 160 ms jump at 1.5 m/s
 
 
 @dataclass(slots=True)
@@ -129,6 +144,32 @@ class Tracker:
         # Tracks dropped from view, latest last: their items ride on towards the gates, and an ejection queued
         # late (after a clock jump) must still keep its pusher's sweep clear of them.
         self.departed: deque[Track] = deque(maxlen=DEPARTED_KEPT)
+
+    def frame_shift(self, detections: list[Detection], belt_mm: float) -> float:
+        """How far (mm) this frame's belt travel is off, as its items show it: the common distance that puts
+        SHIFT_SUPPORT more of its whole views on their tracks than none does (0.0 when none does). Add it to the
+        detections' u and take it off the belt travel."""
+        whole = np.array([d.u_mm for d in detections if d.probs is not None and not d.ambiguous])
+        if whole.size < SHIFT_SUPPORT or len(self.tracks) < SHIFT_SUPPORT:
+            return 0.0
+        pred = np.array([t.predict(belt_mm) for t in self.tracks.values()])
+        resid = pred[None, :] - whole[:, None]  # the shift that would put detection i on track j
+
+        def support(shift: float) -> int:
+            return int((np.abs(resid - shift) <= SHIFT_TOL_MM).any(axis=1).sum())
+
+        base = support(0.0)
+        if base > whole.size - SHIFT_SUPPORT:
+            return 0.0  # too many on their tracks already for a shift to do better (the usual frame: one test)
+        best, best_n = 0.0, base
+        for shift in resid[(np.abs(resid) > SHIFT_TOL_MM) & (np.abs(resid) <= SHIFT_MAX_MM)]:
+            n = support(float(shift))
+            if n > best_n or (n == best_n and abs(shift) < abs(best)):
+                best, best_n = float(shift), n
+        if best_n < base + SHIFT_SUPPORT:
+            return 0.0
+        on = np.abs(resid - best) <= SHIFT_TOL_MM
+        return float(np.median(resid[on]))
 
     def update(self, detections: list[Detection], belt_mm: float, capture_ts: float, views: int = 1) -> list[Track]:
         """Associate one frame's detections; returns the tracks that were dropped in this update."""

@@ -147,3 +147,68 @@ def test_a_decided_track_absorbs_its_undecided_twin_and_two_decided_ones_stay():
     d = next(t for t in tr.tracks.values() if t.id != c.id)
     d.decided, d.u_mm = True, 4.0
     assert tr.merge_coincident(0) == 0 and len(tr.tracks) == 2
+
+
+def _belt_of_items(pitch=62.5, n=5):
+    return [-150.0 + pitch * k for k in range(n)]
+
+
+def test_a_frame_placed_with_a_wrong_encoder_count_is_placed_by_its_items():
+    """A clock jump not yet seen moves every item of a frame by the same distance. At 40 mm, more than half the
+    62.5 mm pitch, nearest-neighbour matching gave each detection to its neighbour's track; the common shift
+    puts each back on its own."""
+    tr = Tracker(confirm_frames=1, drop_frames=3)
+    items = _belt_of_items()
+    rng = np.random.default_rng(3)
+    for k in range(3):
+        tr.update([Detection(u + rng.normal(0, 1), 160, onehot(i)) for i, u in enumerate(items)], 10.0 * k, k / 30)
+    ids = {round(t.u_mm / 62.5): t.id for t in tr.tracks.values()}
+    belt_read = 30.0 + 40.0  # the belt really moved 10 mm; the count, through the old mapping, says 50
+    dets = [Detection(u + 30.0 - belt_read + rng.normal(0, 1), 160, onehot(i)) for i, u in enumerate(items)]
+    shift = tr.frame_shift(dets, belt_read)
+    assert abs(shift - 40.0) < 3.0
+    for d in dets:
+        d.u_mm += shift
+    tr.update(dets, belt_read - shift, 3 / 30)
+    assert len(tr.tracks) == 5
+    assert {round(t.u_mm / 62.5): t.id for t in tr.tracks.values()} == ids  # each track kept its own item
+    assert all(t.hits == 4 and int(np.argmax(t.mean_probs())) == i
+               for i, t in enumerate(sorted(tr.tracks.values(), key=lambda t: t.u_mm)))
+
+
+def test_without_the_shift_the_tracks_take_their_neighbours_items():
+    """The failure the shift prevents, shown on the same frame matched as it comes."""
+    tr = Tracker(confirm_frames=1, drop_frames=3)
+    items = _belt_of_items()
+    for k in range(3):
+        tr.update([Detection(u, 160, onehot(i)) for i, u in enumerate(items)], 10.0 * k, k / 30)
+    tr.update([Detection(u - 40.0, 160, onehot(i)) for i, u in enumerate(items)], 70.0, 3 / 30)
+    # track k followed item k (ids from 1); what its fourth frame added is another item's
+    swapped = [t for t in tr.tracks.values()
+               if t.hits == 4 and int(np.argmax(t.prob_sum - 3 * onehot(t.id - 1))) != t.id - 1]
+    assert len(swapped) >= 3
+
+
+def test_a_frame_that_matches_is_not_shifted():
+    tr = Tracker(confirm_frames=1, drop_frames=3)
+    items = _belt_of_items()
+    rng = np.random.default_rng(5)
+    for k in range(3):
+        tr.update([Detection(u + rng.normal(0, 1.5), 160, onehot(1)) for u in items], 10.0 * k, k / 30)
+    assert tr.frame_shift([Detection(u + rng.normal(0, 1.5), 160, onehot(1)) for u in items], 30.0) == 0.0
+    # one item slips 30 mm behind its track: that is the item, not the count
+    dets = [Detection(u, 160, onehot(1)) for u in items]
+    dets[2].u_mm -= 30.0
+    assert tr.frame_shift(dets, 30.0) == 0.0
+    # evenly spaced items a whole pitch off match no more tracks than in place: not moved
+    assert tr.frame_shift([Detection(u + 62.5, 160, onehot(1)) for u in items], 30.0) == 0.0
+
+
+def test_edge_slivers_and_touching_items_do_not_vote():
+    tr = Tracker(confirm_frames=1, drop_frames=3)
+    items = _belt_of_items(n=3)
+    for k in range(3):
+        tr.update([Detection(u, 160, onehot(1)) for u in items], 10.0 * k, k / 30)
+    dets = [Detection(items[0] - 40, 160, None), Detection(items[1] - 40, 160, onehot(1), ambiguous=True),
+            Detection(items[2] - 40, 160, onehot(1))]
+    assert tr.frame_shift(dets, 30.0) == 0.0  # one whole, unambiguous view: a slip or a jump, it cannot tell
