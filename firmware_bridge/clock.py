@@ -14,6 +14,7 @@ No library does this for a serial link (NTP and PTP clients discipline the syste
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 WINDOW_S = 10.0  # samples older than this are dropped
@@ -43,6 +44,46 @@ class ClockPause:
     mcu_s: float
     offset_before: float
     offset_after: float
+
+
+def locate_pauses(
+    mcu_s: Sequence[float], rx: Sequence[float], offset_before: float, offset_after: float, margin_s: float
+) -> list[ClockPause]:
+    """Where the MCU's clock stopped, from the ENCODER stream around a jump that put it behind by
+    offset_after - offset_before: one pause or several (a starved simulator can pause twice before a heartbeat
+    shows the first). `mcu_s` and `rx` are the samples' MCU times and host receive times, in MCU order.
+
+    A sample's lag (rx - mcu_s) is the offset that held when it was sent plus its delay to the host, which is
+    never negative; offsets only grow through pauses. So the smallest lag of a sample and all later ones (the
+    lower envelope from the future) never exceeds any earlier sample's offset plus its delay, never falls
+    below its own offset, and a delayed sample (the host reader held up) does not raise it while a prompt one
+    follows. Each rise of the envelope by more than margin_s between two samples is a pause between their MCU
+    times; the midpoint is taken, so a host time near a stop maps at most half a stream period off. The last
+    rise is the one every later sample confirms: it ends at offset_after; the earlier ones take their rise from
+    the envelope. Empty when no sample tells (none was sent before the pause)."""
+    env: list[float] = []
+    low = float("inf")
+    for m, r in zip(reversed(mcu_s), reversed(rx), strict=True):
+        low = min(low, r - m)
+        env.append(low)
+    env.reverse()
+    pauses: list[ClockPause] = []
+    off = offset_before
+    for i in range(len(env) - 1):
+        if env[i] >= offset_after - margin_s:
+            break  # this sample and every later one may have been sent after the last pause
+        rise = env[i + 1] - env[i]
+        if rise <= margin_s:
+            continue
+        new = offset_after if env[i + 1] >= offset_after - margin_s else min(off + rise, offset_after)
+        pauses.append(ClockPause((mcu_s[i] + mcu_s[i + 1]) / 2, off, new))
+        off = new
+        if new == offset_after:
+            return pauses
+    if env and env[-1] < offset_after - margin_s:  # even the newest sample was sent before the last pause
+        pauses.append(ClockPause(mcu_s[-1], off, offset_after))
+        return pauses
+    return []  # the rises do not add up to the jump: not located
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from typing import Any
 import serial
 
 from firmware_bridge import protocol as p
-from firmware_bridge.clock import ClockJump, ClockMapping, ClockPause
+from firmware_bridge.clock import ClockJump, ClockMapping, locate_pauses
 from firmware_bridge.protocol import McuState, MsgType, Result
 
 log = logging.getLogger(__name__)
@@ -385,24 +385,21 @@ class BridgeLink:
         return t, c
 
     def _locate_pause(self, jump: ClockJump, margin_s: float) -> bool:
-        """After a clock jump that put the MCU behind (a pause), find when its clock stopped, so that host times
-        before the pause keep the old offset (encoder_count_at then places every frame right, in hindsight).
-        A sample received earlier than the new offset says it was sent must have been sent before the pause;
-        the latest such one and the next sample bracket the stop within a stream period (10 ms); the midpoint is
-        taken, so a host time near the stop maps at most half a period off. True if located."""
+        """After a clock jump that put the MCU behind (a pause, or several before a heartbeat showed the
+        first), find when its clock stopped (firmware_bridge.clock.locate_pauses), so that host times before
+        each stop keep the offset that held then: encoder_count_at then places every frame right, in hindsight.
+        Only the samples from the last one received before the jump's window opened are read (an earlier
+        pause, already located, would read as part of this one). True if located."""
         if jump.shift_s <= 0:
             return False
         with self._sync_lock:
             new = self._clock.offset
             assert new is not None
-            before = [m for m, r in zip(self._enc_t, self._enc_rx, strict=True) if r < m + new - margin_s]
-            if not before:
-                return False
-            last = max(before)
-            later = [m for m in self._enc_t if m > last]
-            stop = (last + min(later)) / 2 if later else last
-            self._clock.pauses.append(ClockPause(stop, jump.offset_before, new))
-        return True
+            rx = list(self._enc_rx)
+            first = max((i for i, r in enumerate(rx) if r < jump.since), default=0)
+            pauses = locate_pauses(list(self._enc_t)[first:], rx[first:], jump.offset_before, new, margin_s)
+            self._clock.pauses.extend(pauses)
+        return bool(pauses)
 
     def _add_clock_sample(
         self, t_send: float, t_recv: float, mcu_s: float, req_len: int, rep_len: int

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from firmware_bridge.clock import MAX_SKEW, ClockMapping, ClockPause
+import numpy as np
+
+from firmware_bridge.clock import MAX_SKEW, ClockMapping, ClockPause, locate_pauses
 
 TRUE_OFFSET = 100.0  # host - MCU seconds
 
@@ -74,3 +76,84 @@ def test_a_located_pause_maps_host_times_before_during_and_after_it() -> None:
     assert clock.to_mcu(start + 0.15) == pytest.approx(10.05)
     assert clock.to_host(9.95) == pytest.approx(start - 0.05)
     assert clock.to_host(10.05) == pytest.approx(start + 0.15)
+
+
+def encoder_stream(
+    stops: list[tuple[float, float]], until_mcu: float, delay=lambda k: 0.0005
+) -> tuple[list[float], list[float]]:
+    """ENCODER samples every 10 ms of MCU time from MCU time 0; the MCU's clock stands still for each
+    (mcu_s, seconds) in `stops`. Returns MCU times and host receive times (offset TRUE_OFFSET, plus delay(k))."""
+    mcu, rx = [], []
+    m, k = 0.0, 0
+    while m < until_mcu:
+        paused = sum(s for at, s in stops if at <= m)
+        mcu.append(m)
+        rx.append(m + TRUE_OFFSET + paused + delay(k))
+        m, k = round(m + 0.01, 6), k + 1
+    return mcu, rx
+
+
+def test_one_pause_is_located_between_the_samples_around_it() -> None:
+    mcu, rx = encoder_stream([(1.005, 0.06)], 1.3)
+    [pause] = locate_pauses(mcu, rx, TRUE_OFFSET, TRUE_OFFSET + 0.06, 0.002)
+    assert pause.mcu_s == pytest.approx(1.005, abs=0.005)
+    assert (pause.offset_before, pause.offset_after) == (TRUE_OFFSET, TRUE_OFFSET + 0.06)
+
+
+def test_two_pauses_before_one_heartbeat_are_each_located() -> None:
+    """A starved simulator paused twice (40 ms, then 30 ms) before a heartbeat showed the 70 ms: the frames
+    between the two stops lag by the first pause only. One pause at the second stop (what the link located
+    before) mapped those frames 40 ms off: 20 mm at 0.5 m/s."""
+    mcu, rx = encoder_stream([(1.005, 0.04), (1.065, 0.03)], 1.3)
+    first, second = locate_pauses(mcu, rx, TRUE_OFFSET, TRUE_OFFSET + 0.07, 0.002)
+    assert first.mcu_s == pytest.approx(1.005, abs=0.005) and second.mcu_s == pytest.approx(1.065, abs=0.005)
+    assert first.offset_after == pytest.approx(TRUE_OFFSET + 0.04, abs=0.001)
+    assert (second.offset_before, second.offset_after) == (first.offset_after, TRUE_OFFSET + 0.07)
+    clock = ClockMapping()
+    round_trip(clock, 0.0, 0.001, 0.5, TRUE_OFFSET)
+    round_trip(clock, 1.3, 0.001, 0.5, TRUE_OFFSET + 0.07)
+    clock.pauses.extend([first, second])
+    between = 1.04  # MCU time between the stops, seen at host time 1.04 + 100.04
+    assert clock.to_mcu(between + TRUE_OFFSET + 0.04) == pytest.approx(between, abs=0.002)
+
+
+def test_samples_the_host_read_late_are_not_a_pause() -> None:
+    """The reader held up for 30 ms, twice, before the pause: the samples it then read in a bunch lag more,
+    but prompt ones follow each time, so the pause stays one, where the MCU stopped."""
+    late = {k: 0.03 - (k % 3) * 0.01 for k in (50, 51, 52, 80, 81, 82)}
+    mcu, rx = encoder_stream([(1.005, 0.05)], 1.3, delay=lambda k: 0.0005 + late.get(k, 0.0))
+    [pause] = locate_pauses(mcu, rx, TRUE_OFFSET, TRUE_OFFSET + 0.05, 0.002)
+    assert pause.mcu_s == pytest.approx(1.005, abs=0.005)
+
+
+def test_with_random_delays_every_host_time_maps_within_the_delays() -> None:
+    """Two pauses in one jump, every sample delayed at random (2 ms on average, some 10 ms): each host time
+    outside the pauses maps to the MCU time it had within 5 ms. (A sample delayed more than the margin just
+    before a stop can add a small step of its own delay: the mapping error stays that delay.) The old
+    one-pause locate mapped the 100 ms between the stops 30 ms off."""
+    rng = np.random.default_rng(0)
+    delays = rng.exponential(0.002, 200)
+    stops = [(0.805, 0.03), (0.905, 0.05)]
+    mcu, rx = encoder_stream(stops, 1.2, delay=lambda k: float(delays[k]))
+    clock = ClockMapping()
+    round_trip(clock, 0.0, 0.001, 0.5, TRUE_OFFSET)
+    round_trip(clock, 1.3, 0.001, 0.5, TRUE_OFFSET + 0.08)
+    clock.pauses.extend(locate_pauses(mcu, rx, TRUE_OFFSET, TRUE_OFFSET + 0.08, 0.004))
+    for m in np.arange(0.5, 1.2, 0.0025):
+        if any(at < m < at + 0.001 for at, _ in stops):
+            continue
+        host = m + TRUE_OFFSET + sum(s for at, s in stops if at <= m)
+        assert clock.to_mcu(host) == pytest.approx(m, abs=0.005), m
+
+
+def test_a_stream_that_has_not_caught_up_puts_the_rest_of_the_jump_after_its_newest_sample() -> None:
+    """The heartbeat shows 80 ms; the newest ENCODER sample lags by 30: the other 50 came after it."""
+    mcu, rx = encoder_stream([(1.005, 0.03)], 1.3)
+    first, rest = locate_pauses(mcu, rx, TRUE_OFFSET, TRUE_OFFSET + 0.08, 0.002)
+    assert first.mcu_s == pytest.approx(1.005, abs=0.005) and first.offset_after == pytest.approx(TRUE_OFFSET + 0.03)
+    assert rest.mcu_s == mcu[-1] and rest.offset_after == TRUE_OFFSET + 0.08
+
+
+def test_no_sample_from_before_the_pause_locates_nothing() -> None:
+    mcu, rx = encoder_stream([], 0.3)
+    assert locate_pauses(mcu, [r + 0.05 for r in rx], TRUE_OFFSET, TRUE_OFFSET + 0.05, 0.002) == []
