@@ -22,10 +22,14 @@ from collections import deque
 from dataclasses import dataclass
 
 KEEP_S = 10.0  # windows older than this are forgotten: no frame that old is still in the pipeline
-# Jumps closer together than this are a burst: the correction of one was measured across the next (a starved
-# simulator pausing again and again), so no position from the burst is trusted, located or not, and the line
-# ejects nothing until HOLD_S after its last jump. A real MCU's clock does not jump; twice in a second means
-# something is wrong, and the default bin is the safe answer.
+# Jumps closer together than this, one of them not located, are a burst: the mapping keeps breaking where the
+# link cannot say when, so no position from the burst is trusted and the line ejects nothing until HOLD_S after
+# its last jump (the default bin is the safe answer). Located jumps, however close, are not a burst: the link
+# locates each pause of a jump (several if the simulator paused again before a heartbeat showed the first,
+# firmware_bridge/clock.py), and the tracker keeps each item's frames on its own track through the frames placed
+# wrong before that (Tracker.frame_shift). Before those two (session 9), every burst stood the line down, and
+# had to: with the rule off, tracks took their neighbours' items in jump windows and strokes came one pitch
+# late. With both, scripted bursts of located jumps sort as well as no jumps (docs/BENCHMARKS.md, session 10).
 BURST_GAP_S = 1.0
 HOLD_S = 1.0
 MIN_ERROR_MM = 1.0  # a jump that moved positions less than this (the belt stood still) is ignored
@@ -76,7 +80,7 @@ class ClockGuard:
         measured = [w for w in measured if w.error_mm >= MIN_ERROR_MM]
         for w in measured:
             last = self._last
-            if last is not None and w.detected - last.detected < BURST_GAP_S:
+            if last is not None and w.detected - last.detected < BURST_GAP_S and not (w.located and last.located):
                 if self.unstable_until < last.detected:  # a new burst: it began with the previous jump
                     self.bursts += 1
                     self.burst_since = last.since
