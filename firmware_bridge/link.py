@@ -384,22 +384,22 @@ class BridgeLink:
             self._enc_rx.append(rx_ts)
         return t, c
 
-    def _locate_pause(self, jump: ClockJump, margin_s: float) -> bool:
+    def _locate_pauses_locked(self, jump: ClockJump, margin_s: float) -> int:
         """After a clock jump that put the MCU behind (a pause, or several before a heartbeat showed the
         first), find when its clock stopped (firmware_bridge.clock.locate_pauses), so that host times before
         each stop keep the offset that held then: encoder_count_at then places every frame right, in hindsight.
         Only the samples from the last one received before the jump's window opened are read (an earlier
-        pause, already located, would read as part of this one). True if located."""
+        pause, already located, would read as part of this one). Call with _sync_lock held; returns how many
+        pauses it added to the mapping (0: not located)."""
         if jump.shift_s <= 0:
-            return False
-        with self._sync_lock:
-            new = self._clock.offset
-            assert new is not None
-            rx = list(self._enc_rx)
-            first = max((i for i, r in enumerate(rx) if r < jump.since), default=0)
-            pauses = locate_pauses(list(self._enc_t)[first:], rx[first:], jump.offset_before, new, margin_s)
-            self._clock.pauses.extend(pauses)
-        return bool(pauses)
+            return 0
+        new = self._clock.offset
+        assert new is not None
+        rx = list(self._enc_rx)
+        first = max((i for i, r in enumerate(rx) if r < jump.since), default=0)
+        pauses = locate_pauses(list(self._enc_t)[first:], rx[first:], jump.offset_before, new, margin_s)
+        self._clock.pauses.extend(pauses)
+        return len(pauses)
 
     def _add_clock_sample(
         self, t_send: float, t_recv: float, mcu_s: float, req_len: int, rep_len: int
@@ -590,11 +590,17 @@ class BridgeLink:
         if reply.type != MsgType.HEARTBEAT_REPLY:
             raise BridgeRejected(f"the MCU answered HEARTBEAT with {reply.name}")
         f = reply.fields()
+        provisional = 0
         with self._sync_lock:
             mcu_s, _ = self._add_encoder_sample(f["mcu_us"], f["count"], t_recv)
             jump = self._add_clock_sample(t_send, t_recv, mcu_s, n,
                                           len(p.encode(reply.type, reply.seq, reply.payload)))
             offset = self._clock.offset
+            if jump is not None and not after_jump:
+                # From this sample on the new offset maps every host time, those before the pause too, until
+                # the pause is located: a frame captured before it and placed meanwhile would stand the whole
+                # shift off. Located now, in the same hold of the lock; put right after the next round trip.
+                provisional = self._locate_pauses_locked(jump, margin_s=t_recv - t_send + 0.001)
         self.last_heartbeat_ts = t_recv
         self._counters["heartbeats"] += 1
         if jump is not None and not after_jump:
@@ -606,9 +612,15 @@ class BridgeLink:
                 _, rtt = self._heartbeat(after_jump=True)
                 shift = (self._clock.offset or 0.0) - (offset or 0.0)
                 jump = ClockJump(jump.since, self.last_heartbeat_ts, jump.shift_s + shift, jump.offset_before)
-                located = self._locate_pause(jump, margin_s=rtt + 0.001)
+                with self._sync_lock:
+                    for _ in range(provisional):
+                        self._clock.pauses.pop()
+                    located = self._locate_pauses_locked(jump, margin_s=rtt + 0.001) > 0
             except BridgeError as exc:
                 log.warning("no round trip after the clock jump: %s", exc)
+                with self._sync_lock:
+                    for _ in range(provisional):
+                        self._clock.pauses.pop()
             self._emit_clock_jump(jump, located)
         return f, t_recv - t_send
 
