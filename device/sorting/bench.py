@@ -110,6 +110,10 @@ def _row(report: dict[str, Any], **key: Any) -> dict[str, Any]:
         "ejections_requeued": report.get("ejections", {}).get("requeued", 0),
         # held back on positions from a jump's window (a neighbour in the sweep, a slip) and queued after all
         "ejections_released": report.get("ejections", {}).get("released", 0),
+        # ejections withdrawn in a burst of jumps the link could not all locate (the line stood down)
+        "ejections_stood_down": report.get("ejections", {}).get("stood_down", 0),
+        # frames placed by their items, not their encoder count: a clock jump the link had not yet seen
+        "frames_shifted": report.get("tracking", {}).get("frames_shifted", 0),
     }
 
 

@@ -35,7 +35,8 @@ def run_twin_session(cfg: DeviceConfig, seconds: float, *, firmware: bool = Fals
             time.sleep(0.2)
         if on_tick:
             on_tick(line, time.monotonic() - t0)
-        report = build_report(cfg, line.twin, recorder, line.sorter.snapshot(), line.pipeline.stats(),
+        snapshot = line.sorter.snapshot()
+        report = build_report(cfg, line.twin, recorder, snapshot, line.pipeline.stats(),
                               line.sorter.scheduler.fired_log(), time.monotonic() - t0)
         report.update({
             "firmware": firmware,
@@ -44,6 +45,10 @@ def run_twin_session(cfg: DeviceConfig, seconds: float, *, firmware: bool = Fals
             "outbox": str(cfg.paths.outbox),
             "item_events": line.item_events,
             "link": dict(line.link.counters),
+            # how the tracker fared with the clock: frames placed by their items (a jump not yet seen), frames
+            # from an unlocated jump's window, tracks a jump split and merged again, bursts the line stood down in
+            "tracking": {k: snapshot[k] for k in ("frames_shifted", "frames_uncertain", "tracks_merged",
+                                                  "clock_jump_bursts")},
             "items_per_s": round(len(line.twin.finished) / max(seconds, 1e-9), 2),
         })
         return report
