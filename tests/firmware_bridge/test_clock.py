@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import numpy as np
+import pytest
 
 from firmware_bridge.clock import MAX_SKEW, ClockMapping, ClockPause, locate_pauses
 

@@ -4,6 +4,7 @@ locates the pause, and from then on maps host times before it with the offset th
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -109,3 +110,39 @@ def test_a_stopped_belt_is_pictured_at_the_moment_it_stopped(sim: Any) -> None:
     assert ts2 >= t_command - 1.0  # (and not long before the pause: the harness runs at most 20 ms late)
     wait_for(lambda: sim.exposure()[1] > c2)  # the pause ends: the belt moves and the stamps with it
     assert sim.exposure()[0] > ts2
+
+
+def test_a_time_before_the_pause_never_maps_through_the_new_offset(sim: Any, link: BridgeLink) -> None:
+    """The round trip that shows the jump gives the new offset at once; the pause is located after one more.
+    In between, a time before the pause read through the new offset stood the whole pause off (80 ms: 400
+    ticks here; the old link showed 302-437 in every pause, on both MCUs). The link now locates in the
+    same hold of its lock that takes the offset: a reader asking all the while never sees that. (Three
+    pauses, one of which must be clean, as above: a starved simulator may pause by itself around one.)"""
+    errors = [_worst_while_the_jump_is_found(sim, link) for _ in range(ATTEMPTS)]
+    assert min(errors) < 0.012 * SPEED, f"ticks off, each pause: {errors} (the pause is {PAUSE_S * SPEED:.0f})"
+
+
+def _worst_while_the_jump_is_found(sim: Any, link: BridgeLink) -> float:
+    wait_for(lambda: link.counters["heartbeats"] >= 3)
+    time.sleep(0.3)
+    t_before = time.monotonic()
+    count_before = sim.count()
+    jumps = link.counters["clock_jumps"]
+    worst = 0.0
+    stop = threading.Event()
+
+    def ask() -> None:
+        nonlocal worst
+        while not stop.is_set():
+            worst = max(worst, abs(link.encoder_count_at(t_before) - count_before))
+
+    reader = threading.Thread(target=ask)
+    reader.start()
+    try:
+        sim.pause(PAUSE_S)
+        wait_for(lambda: link.counters["clock_jumps"] > jumps)
+        time.sleep(0.2)  # and through the confirming round trip
+    finally:
+        stop.set()
+        reader.join()
+    return round(worst)
