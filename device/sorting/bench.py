@@ -26,6 +26,9 @@ FAULT_RUNS = {
     "mcu_reset": "faults=reset@8",
     # the MCU and the belt stop while the host runs on, as a starved simulator does (30-100 ms, four times)
     "mcu_pause": "faults=pause@4:0.03,pause@7:0.06,pause@10:0.1,pause@13:0.045",
+    # bursts of them, as a starved simulator pauses: three 30-80 ms pauses 0.33 s apart, every 3 s (27 pauses)
+    "mcu_bursts": "faults=" + ",".join(f"pause@{2 + 3 * k + 0.33 * j:.2f}:{0.03 + 0.01 * ((3 * k + j) % 6):.2f}"
+                                       for k in range(9) for j in range(3)),
 }
 
 
@@ -37,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speeds", default="0.5,1.5", help="belt speeds, m/s")
     p.add_argument("--rates", default="2,8", help="items per second")
     p.add_argument("--mcu", default="python,firmware", help="python and/or firmware (simavr)")
-    p.add_argument("--faults", default="stuck_gate,host_stall,host_freeze,mcu_reset,mcu_pause",
+    p.add_argument("--faults", default="stuck_gate,host_stall,host_freeze,mcu_reset,mcu_pause,mcu_bursts",
                    help=f"fault runs at the first speed and rate ({', '.join(FAULT_RUNS)}; '' for none)")
     p.add_argument("--bundle", type=Path, help="model bundle (default: the demo bundle)")
     p.add_argument("--seed", type=int, default=1)

@@ -154,22 +154,19 @@ class Tracker:
             return 0.0
         pred = np.array([t.predict(belt_mm) for t in self.tracks.values()])
         resid = pred[None, :] - whole[:, None]  # the shift that would put detection i on track j
-
-        def support(shift: float) -> int:
-            return int((np.abs(resid - shift) <= SHIFT_TOL_MM).any(axis=1).sum())
-
-        base = support(0.0)
+        base = int((np.abs(resid) <= SHIFT_TOL_MM).any(axis=1).sum())  # detections on a track as placed
         if base > whole.size - SHIFT_SUPPORT:
             return 0.0  # too many on their tracks already for a shift to do better (the usual frame: one test)
-        best, best_n = 0.0, base
-        for shift in resid[(np.abs(resid) > SHIFT_TOL_MM) & (np.abs(resid) <= SHIFT_MAX_MM)]:
-            n = support(float(shift))
-            if n > best_n or (n == best_n and abs(shift) < abs(best)):
-                best, best_n = float(shift), n
-        if best_n < base + SHIFT_SUPPORT:
+        shifts = resid[(np.abs(resid) > SHIFT_TOL_MM) & (np.abs(resid) <= SHIFT_MAX_MM)]
+        if shifts.size == 0:
             return 0.0
-        on = np.abs(resid - best) <= SHIFT_TOL_MM
-        return float(np.median(resid[on]))
+        # each candidate's support, all at once: detections that some track takes after that shift
+        support = (np.abs(resid[None, :, :] - shifts[:, None, None]) <= SHIFT_TOL_MM).any(axis=2).sum(axis=1)
+        top = support.max()
+        if top < base + SHIFT_SUPPORT:
+            return 0.0
+        best = shifts[support == top][np.argmin(np.abs(shifts[support == top]))]  # of equals, the smallest
+        return float(np.median(resid[np.abs(resid - best) <= SHIFT_TOL_MM]))
 
     def update(self, detections: list[Detection], belt_mm: float, capture_ts: float, views: int = 1) -> list[Track]:
         """Associate one frame's detections; returns the tracks that were dropped in this update."""
