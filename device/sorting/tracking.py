@@ -45,6 +45,11 @@ MERGE_MM = 12.0
 SHIFT_TOL_MM = 6.0
 SHIFT_SUPPORT = 2
 SHIFT_MAX_MM = 250.0  # a 160 ms jump at 1.5 m/s
+# Smaller common moves are left to the tracks: matching survives them (MATCH_MM), and each detection then
+# replaces its track's position, so a track placed a little wrong is put right by the next frames. A frame
+# shift keeps tracks where they were: taken for a move of a few mm (the clock mapping's wobble as round trips
+# come and go: 8 mm for nine frames at 1.5 m/s in a run with no jump), it would keep a wrong track wrong.
+SHIFT_MIN_MM = 12.0
 
 
 @dataclass(slots=True)
@@ -157,15 +162,19 @@ class Tracker:
         base = int((np.abs(resid) <= SHIFT_TOL_MM).any(axis=1).sum())  # detections on a track as placed
         if base > whole.size - SHIFT_SUPPORT:
             return 0.0  # too many on their tracks already for a shift to do better (the usual frame: one test)
-        shifts = resid[(np.abs(resid) > SHIFT_TOL_MM) & (np.abs(resid) <= SHIFT_MAX_MM)]
-        if shifts.size == 0:
-            return 0.0
+        shifts = resid[np.abs(resid) <= SHIFT_MAX_MM]
         # each candidate's support, all at once: detections that some track takes after that shift
         support = (np.abs(resid[None, :, :] - shifts[:, None, None]) <= SHIFT_TOL_MM).any(axis=2).sum(axis=1)
-        top = support.max()
-        if top < base + SHIFT_SUPPORT:
+        large = np.abs(shifts) > SHIFT_MIN_MM
+        if not large.any():
             return 0.0
-        best = shifts[support == top][np.argmin(np.abs(shifts[support == top]))]  # of equals, the smallest
+        top = support[large].max()
+        # to move the frame, a large shift must beat no shift and every small one (a frame a few mm off, evenly
+        # spaced items: a whole pitch plus those few mm fits all but one, and must not win)
+        if top < max(base, int(support[~large].max(initial=0))) + SHIFT_SUPPORT:
+            return 0.0
+        tied = shifts[large & (support == top)]
+        best = tied[np.argmin(np.abs(tied))]  # of equals, the smallest
         return float(np.median(resid[np.abs(resid - best) <= SHIFT_TOL_MM]))
 
     def update(self, detections: list[Detection], belt_mm: float, capture_ts: float, views: int = 1) -> list[Track]:

@@ -202,6 +202,9 @@ def test_a_frame_that_matches_is_not_shifted():
     assert tr.frame_shift(dets, 30.0) == 0.0
     # evenly spaced items a whole pitch off match no more tracks than in place: not moved
     assert tr.frame_shift([Detection(u + 62.5, 160, onehot(1)) for u in items], 30.0) == 0.0
+    # a few mm off together (the clock mapping's wobble) is the tracks' to follow, and a pitch plus those
+    # few mm, which fits all but one, does not win either
+    assert tr.frame_shift([Detection(u - 9.0, 160, onehot(1)) for u in items], 30.0) == 0.0
 
 
 def test_edge_slivers_and_touching_items_do_not_vote():
