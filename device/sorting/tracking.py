@@ -13,8 +13,8 @@ a neighbour's detection, while a track that splits instead only costs the item i
 
 Before the link has seen a jump, nothing flags its frames, but the items show it: a wrong encoder count moves
 every item of a frame by the same distance, and an item that slips moves only itself. `frame_shift` finds that
-common move (two whole views or more agreeing on it, off their tracks by the same amount), and the sorter
-places the frame by it (device/sorting/sorter.py). Without it, a jump of more than half the items' pitch matched
+common move (two whole views or more off their tracks by the same amount, over 12 mm), and the sorter places
+the frame by it (device/sorting/sorter.py). Without it, a jump of more than half the items' pitch matched
 each detection to its neighbour's track: every track of the frame took the next item, and an item's decision
 was made on its neighbour's frames, aimed at its neighbour's place (runs with scripted bursts of 30-80 ms
 pauses at 0.5 m/s and 8 items/s, a pitch of 62 mm: strokes one pitch late, docs/BENCHMARKS.md, session 10).
