@@ -151,9 +151,9 @@ class Tracker:
         self.departed: deque[Track] = deque(maxlen=DEPARTED_KEPT)
 
     def frame_shift(self, detections: list[Detection], belt_mm: float) -> float:
-        """How far (mm) this frame's belt travel is off, as its items show it: the common distance that puts
-        SHIFT_SUPPORT more of its whole views on their tracks than none does (0.0 when none does). Add it to the
-        detections' u and take it off the belt travel."""
+        """How far (mm) this frame's belt travel is off, as its items show it: the common distance, over
+        SHIFT_MIN_MM, that puts SHIFT_SUPPORT more of its whole views on their tracks than no shift or any
+        smaller one does (0.0 when none does). Add it to the detections' u and take it off the belt travel."""
         whole = np.array([d.u_mm for d in detections if d.probs is not None and not d.ambiguous])
         if whole.size < SHIFT_SUPPORT or len(self.tracks) < SHIFT_SUPPORT:
             return 0.0
