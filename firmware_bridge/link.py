@@ -607,20 +607,17 @@ class BridgeLink:
             # The round trip that showed the jump may itself be a poor one (sent before a paused MCU stopped,
             # answered after): its offset can be off by most of its round trip, for every frame until the next
             # heartbeat. A clean round trip now puts the mapping right; the window of wrong mapping ends there.
-            located = False
+            rtt: float | None = None
             try:
                 _, rtt = self._heartbeat(after_jump=True)
                 shift = (self._clock.offset or 0.0) - (offset or 0.0)
                 jump = ClockJump(jump.since, self.last_heartbeat_ts, jump.shift_s + shift, jump.offset_before)
-                with self._sync_lock:
-                    for _ in range(provisional):
-                        self._clock.pauses.pop()
-                    located = self._locate_pauses_locked(jump, margin_s=rtt + 0.001) > 0
             except BridgeError as exc:
                 log.warning("no round trip after the clock jump: %s", exc)
-                with self._sync_lock:
-                    for _ in range(provisional):
-                        self._clock.pauses.pop()
+            with self._sync_lock:  # the provisional stops give way to those of the clean round trip, if any
+                for _ in range(provisional):
+                    self._clock.pauses.pop()
+                located = rtt is not None and self._locate_pauses_locked(jump, margin_s=rtt + 0.001) > 0
             self._emit_clock_jump(jump, located)
         return f, t_recv - t_send
 

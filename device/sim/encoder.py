@@ -8,12 +8,15 @@ from typing import Protocol
 
 
 class Encoder(Protocol):
-    """What the twin needs of whoever drives the belt: the MCU simulators implement the same two calls (and
-    `exposure()`, the host time and count of one instant of a belt that may run late: see Twin.exposure)."""
+    """What the twin needs of whoever drives the belt: the MCU simulators implement the same three calls.
+    `exposure()` is the host time and count of one instant of the belt, for a camera's stamp: a simulator that
+    runs late, or is paused, shows an earlier instant than now."""
 
     def set_speed(self, ticks_per_s: float) -> None: ...
 
     def count(self) -> int: ...
+
+    def exposure(self) -> tuple[float, int]: ...
 
 
 class FreeEncoder:
@@ -33,5 +36,10 @@ class FreeEncoder:
             self._t0, self._speed = now, ticks_per_s
 
     def count(self) -> int:
+        return self.exposure()[1]
+
+    def exposure(self) -> tuple[float, int]:
+        """(now, the count now), read together under the lock: this belt never runs late."""
         with self._lock:
-            return int(self._c0 + self._speed * (self._clock() - self._t0))
+            now = self._clock()
+            return now, int(self._c0 + self._speed * (now - self._t0))

@@ -45,7 +45,6 @@ def _stop_running_twins() -> None:
 SPAWN_X_MM = -320.0  # items appear upstream of the frame's left edge
 STROKES_KEPT = 10_000  # pusher strokes remembered for reports (a free-running twin is never stopped)
 TICK_S = 0.005  # world bookkeeping period (spawns, speed profile, end of belt)
-EXPOSURE_TOLERANCE_S = 0.001
 
 
 @dataclass
@@ -312,22 +311,12 @@ class Twin:
 
     # -- camera -----------------------------------------------------------------------------------------
     def exposure(self) -> tuple[float, int]:
-        """(host time, encoder count) of one instant. An MCU simulator that owns the belt says which instant its
-        world shows (one running late, or paused, shows an earlier one: `exposure()` on the simulators).
-        Otherwise the two reads are retried until they come within EXPOSURE_TOLERANCE_S of each other: a thread
-        preempted between them would put the item in the wrong place (25 mm per 50 ms at 0.5 m/s) and every
-        ejection downstream of that frame with it."""
-        own = getattr(self.encoder, "exposure", None)
-        if own is not None:
-            t, count = own()
-            return float(t), int(count)
-        for _ in range(5):
-            t0 = time.monotonic()
-            count = self.encoder.count()
-            t1 = time.monotonic()
-            if t1 - t0 <= EXPOSURE_TOLERANCE_S:
-                break
-        return (t0 + t1) / 2, count
+        """(host time, encoder count) of one instant, as the belt's owner tells it (`Encoder.exposure`). A time
+        and a count read one after the other would put an item in the wrong place whenever the thread was
+        preempted between them (25 mm per 50 ms at 0.5 m/s); a simulator running late, or paused, shows an
+        earlier instant than now, and the camera stamps the picture with that instant."""
+        t, count = self.encoder.exposure()
+        return float(t), int(count)
 
     def render(self, view: int = 0, count: int | None = None) -> tuple[np.ndarray, int, list[dict[str, object]]]:
         """A frame of what the camera sees at `count` (now when None): (BGR image, encoder count, truth)."""

@@ -32,6 +32,8 @@ FAULT_RUNS = {
 }
 
 
+# fault-free runs feed min_items / rate seconds and this much more: the twin spaces items 0.8-1.2 nominal
+# pitches apart, so exactly that long fed 193-202 of 200 (at 193, one item is 0.52 point)
 FEED_MARGIN = 1.05
 
 
@@ -200,8 +202,6 @@ def run(args: argparse.Namespace) -> int:
         cfg = _config(args, speed, rate, FAULT_RUNS.get(fault, ""), tag)
         cpu = CpuShares()
         key = {"mcu": mcu, "belt_speed_mps": speed, "rate": rate, "fault": fault or None}
-        # the twin spaces items 0.8-1.2 nominal pitches apart, so min_items / rate seconds fed 193-202 of 200
-        # (at 193, one item is 0.52 point): 5% more time
         seconds = args.seconds if fault else max(args.seconds, args.min_items / rate * FEED_MARGIN)
         key["seconds"] = round(seconds, 1)
         try:
