@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from device.errors import ConfigError
+from firmware_bridge.protocol import DEFAULT_BAUD
 
 
 class _Section(BaseModel):
@@ -99,7 +100,7 @@ class SortingConfig(_Section):
 
 class BridgeConfig(_Section):
     port: str = Field("sim", description="pyserial URL (/dev/edgesort-mcu, socket://, spy://...) or 'sim'")
-    baud: int = Field(115200, ge=1200, le=2_000_000)
+    baud: int = Field(DEFAULT_BAUD, ge=1200, le=2_000_000, description="the firmware's UART rate (its make BAUD=)")
     ack_timeout_ms: float = Field(50.0, gt=0)
     retries: int = Field(3, ge=0, le=20)
 

@@ -1,7 +1,7 @@
 """`edgesort bench bridge [--firmware] --json FILE`: the serial link's figures, measured in one run.
 
 1. Round trips: HEARTBEAT and QUEUE_EJECT (+ CANCEL, to keep the queue empty), p50/p99, next to the wire time
-   of the same request and reply bytes at 115200 baud 8N1 (and at simavr's UART model for --firmware). Each is
+   of the same request and reply bytes at the link's baud (8N1) (and at simavr's UART model for --firmware). Each is
    measured with the MCU's encoder stream on (as in service) and off (the bare request/reply).
 2. Fire position error: ejections queued ahead of a running belt; actual - target counts from the MCU's FIRED
    reports and, for the firmware, from the harness's own record of the gate pin edges.
@@ -32,7 +32,12 @@ from firmware_bridge import protocol as p
 from firmware_bridge.link import BridgeLink, FiredEvent, QueueResult
 from firmware_bridge.protocol import MsgType
 
-SIMAVR_US_PER_BYTE = 1e6 / (117647 // 11)  # simavr: UBRR 16 + U2X = 117647 baud, 11 bits counted per byte
+
+def simavr_us_per_byte(baud: int = p.DEFAULT_BAUD, f_cpu: int = 16_000_000) -> float:
+    """simavr's time for one byte of the firmware's UART: the rate its UBRR (U2X, rounded as the firmware's
+    Makefile rounds it) really gives, 11 bits counted per byte (115200: UBRR 16, 117647 baud, 93.5 us)."""
+    ubrr = (f_cpu + 4 * baud) // (8 * baud) - 1
+    return 1e6 / (f_cpu // 8 // (ubrr + 1) // 11)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,11 +108,11 @@ def round_trips(link: BridgeLink, n: int, firmware: bool) -> dict[str, Any]:
                 "p50_ms": round(statistics.median(xs), 3),
                 "p99_ms": round(_pct(xs, 99), 3),
                 "bytes_on_wire": nbytes,
-                "wire_ms_115200_8n1": round(wire, 3),
+                "wire_ms_8n1": round(wire, 3),
                 "p50_over_wire": round(statistics.median(xs) / wire, 2),
             }
             if firmware:
-                row["wire_ms_simavr_uart"] = round(nbytes * SIMAVR_US_PER_BYTE / 1000, 3)
+                row["wire_ms_simavr_uart"] = round(nbytes * simavr_us_per_byte() / 1000, 3)
             out[f"{name} stream={'on' if stream_ms else 'off'}"] = row
     link.configure(stream_period_ms=p.ENCODER_STREAM_PERIOD_MS)
     return out
@@ -296,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     for name, row in rt.items():
         print(
             f"{name:28s} p50 {row['p50_ms']:7.3f} ms  p99 {row['p99_ms']:7.3f} ms  "
-            f"wire {row['wire_ms_115200_8n1']:.3f} ms"
+            f"wire {row['wire_ms_8n1']:.3f} ms"
         )
     print(
         f"encoder_count_at - simulator count: p50 {me['p50_counts']} counts, "

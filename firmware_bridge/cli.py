@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any
 
+from firmware_bridge.protocol import DEFAULT_BAUD
+
 DEFAULT_PORT = "/dev/ttyUSB0"
 
 
@@ -21,7 +23,7 @@ def register(subparsers: Any) -> None:
 
     def port_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--port", default=DEFAULT_PORT, help="pyserial URL: /dev/ttyUSB0, /dev/pts/3, spy://...")
-        p.add_argument("--baud", type=int, default=115200)
+        p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help="the firmware's UART rate (make BAUD=)")
 
     ping = sub.add_parser("ping", help="heartbeat round trips: min/p50/max in ms")
     port_args(ping)

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware_bridge.protocol import DEFAULT_BAUD
+
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
@@ -50,9 +52,10 @@ class GateChange:
     cycle: int  # simulated CPU cycle (16 MHz) of the change
 
 
-def build(build_dir: Path | None = None, *, quiet: bool = True) -> tuple[Path, Path]:
-    """make the firmware ELF and the harness (incremental); returns (elf, harness). Into build_dir, else
-    $EDGESORT_FIRMWARE_BUILD, else firmware/build and harness/build beside the sources."""
+def build(build_dir: Path | None = None, *, baud: int = DEFAULT_BAUD, quiet: bool = True) -> tuple[Path, Path]:
+    """make the firmware ELF for a UART rate and the harness (incremental); returns (elf, harness). Into
+    build_dir, else $EDGESORT_FIRMWARE_BUILD, else firmware/build and harness/build beside the sources; a rate
+    other than the default gets its own firmware folder (make cannot tell two rates' builds apart)."""
     env = os.environ.get("EDGESORT_FIRMWARE_BUILD")
     root = Path(build_dir) if build_dir else Path(env) if env else None
     for tool, why in (("make", "make"), ("avr-gcc", "gcc-avr and avr-libc"), ("gcc", "gcc")):
@@ -64,8 +67,11 @@ def build(build_dir: Path | None = None, *, quiet: bool = True) -> tuple[Path, P
         fw_build, h_build = root.resolve() / "firmware", root.resolve() / "harness"
     else:
         fw_build, h_build = FIRMWARE_DIR / "build", HARNESS_DIR / "build"
-    for src, out in ((FIRMWARE_DIR, fw_build), (HARNESS_DIR, h_build)):
-        res = subprocess.run(["make", "-C", str(src), f"BUILD={out}"], capture_output=True, text=True, check=False)
+    if baud != DEFAULT_BAUD:
+        fw_build = fw_build.with_name(f"{fw_build.name}-{baud}baud")
+    for src, out, extra in ((FIRMWARE_DIR, fw_build, [f"BAUD={baud}"]), (HARNESS_DIR, h_build, [])):
+        res = subprocess.run(["make", "-C", str(src), f"BUILD={out}", *extra], capture_output=True, text=True,
+                             check=False)
         if res.returncode != 0:
             raise SimavrError(f"make in {src} failed: {(res.stderr or res.stdout).strip().splitlines()[-1:]}")
         if not quiet:
@@ -81,8 +87,10 @@ class FirmwareSimulator:
         elf: Path | None = None,
         harness: Path | None = None,
         build_dir: Path | None = None,
+        baud: int = DEFAULT_BAUD,
     ) -> None:
         self.on_gate = on_gate
+        self.baud = baud  # the firmware's UART rate: simavr times each byte by it
         self._elf = elf
         self._harness = harness
         self._build_dir = build_dir
@@ -100,7 +108,7 @@ class FirmwareSimulator:
 
     def start(self) -> str:
         if self._elf is None or self._harness is None:
-            self._elf, self._harness = build(self._build_dir)
+            self._elf, self._harness = build(self._build_dir, baud=self.baud)
         self._tmp = tempfile.TemporaryDirectory(prefix="edgesort-simavr-")
         count_file = Path(self._tmp.name) / "count"
         self._log_path = Path(self._tmp.name) / "harness.log"

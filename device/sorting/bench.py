@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from firmware_bridge.protocol import DEFAULT_BAUD
+
 log = logging.getLogger(__name__)
 
 FAULT_RUNS = {
@@ -45,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speeds", default="0.5,1.5", help="belt speeds, m/s")
     p.add_argument("--rates", default="2,8", help="items per second")
     p.add_argument("--mcu", default="python,firmware", help="python and/or firmware (simavr)")
+    p.add_argument("--bauds", default=str(DEFAULT_BAUD),
+                   help="the firmware's UART rates, each a build of its own (e.g. 115200,250000: side by side); "
+                   "the Python MCU has no wire time and runs once")
     p.add_argument("--faults", default="stuck_gate,host_stall,host_freeze,mcu_reset,mcu_pause,mcu_bursts",
                    help=f"fault runs at the first speed and rate ({', '.join(FAULT_RUNS)}; '' for none)")
     p.add_argument("--bundle", type=Path, help="model bundle (default: the demo bundle)")
@@ -58,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, required=True)
 
 
-def _config(args: argparse.Namespace, speed: float, rate: float, extra: str, tag: str):
+def _config(args: argparse.Namespace, speed: float, rate: float, extra: str, tag: str, baud: int = DEFAULT_BAUD):
     from device.config import DeviceConfig
 
     base = DeviceConfig()
@@ -69,7 +74,7 @@ def _config(args: argparse.Namespace, speed: float, rate: float, extra: str, tag
         "cameras": [base.cameras[0].model_copy(update={"uri": uri, "name": "sim"})],
         "model": base.model if args.bundle is None else base.model.model_copy(update={"bundle": args.bundle}),
         "line": base.line.model_copy(update={"max_belt_speed_mps": speed}),
-        "bridge": base.bridge.model_copy(update={"port": "sim"}),
+        "bridge": base.bridge.model_copy(update={"port": "sim", "baud": baud}),
         "sorting": base.sorting if args.confidence_floor is None
         else base.sorting.model_copy(update={"confidence_floor": args.confidence_floor}),
         "paths": base.paths.model_copy(update={"state_dir": args.state_dir / tag}),
@@ -194,14 +199,17 @@ def run(args: argparse.Namespace) -> int:
     graded: list[dict[str, Any]] = []  # every run's graded items, for the floor sweep
     runs_dir = args.json.with_name(args.json.stem + "_runs")
     runs_dir.mkdir(parents=True, exist_ok=True)
-    plan = [(m, s, r, "") for m in mcus for s in speeds for r in rates]
-    plan += [(m, speeds[0], rates[0], f) for m in mcus for f in faults]
-    for mcu, speed, rate, fault in plan:
-        tag = f"{mcu}-{speed}-{rate}-{fault or 'none'}"
+    bauds = [int(x) for x in args.bauds.split(",") if x] or [DEFAULT_BAUD]
+    links = [(m, b) for m in mcus for b in (bauds if m == "firmware" else bauds[:1])]
+    plan = [(m, b, s, r, "") for m, b in links for s in speeds for r in rates]
+    plan += [(m, b, speeds[0], rates[0], f) for m, b in links for f in faults]
+    for mcu, baud, speed, rate, fault in plan:
+        tag = f"{mcu}-{speed}-{rate}-{fault or 'none'}" + (f"-{baud}" if mcu == "firmware" and len(bauds) > 1 else "")
         log.info("bench sort: %s", tag)
-        cfg = _config(args, speed, rate, FAULT_RUNS.get(fault, ""), tag)
+        cfg = _config(args, speed, rate, FAULT_RUNS.get(fault, ""), tag, baud)
         cpu = CpuShares()
-        key = {"mcu": mcu, "belt_speed_mps": speed, "rate": rate, "fault": fault or None}
+        key = {"mcu": mcu, "baud": baud if mcu == "firmware" else None, "belt_speed_mps": speed, "rate": rate,
+               "fault": fault or None}
         seconds = args.seconds if fault else max(args.seconds, args.min_items / rate * FEED_MARGIN)
         key["seconds"] = round(seconds, 1)
         try:

@@ -111,12 +111,15 @@ class SortingLine:
             self.twin = Twin(params, {g.id: g.distance_mm for g in self.cfg.line.gates})
             register_twin(cam.uri, self.twin)
         if self.cfg.bridge.port == "sim":
-            if self.firmware:
-                from firmware_bridge.simavr import FirmwareSimulator as Mcu
-            else:
-                from firmware_bridge.mcu_sim import McuSimulator as Mcu  # type: ignore[assignment]
             on_gate = self.twin.on_gate if self.twin else None
-            self.mcu_sim = Mcu(on_gate=on_gate)
+            if self.firmware:  # the firmware built for the configured rate: simavr times its bytes by it
+                from firmware_bridge.simavr import FirmwareSimulator
+
+                self.mcu_sim = FirmwareSimulator(on_gate=on_gate, baud=self.cfg.bridge.baud)
+            else:  # the Python MCU answers at once: no wire time
+                from firmware_bridge.mcu_sim import McuSimulator
+
+                self.mcu_sim = McuSimulator(on_gate=on_gate)
             self.port = self.mcu_sim.start()
             if self.twin:
                 self.twin.attach_encoder(self.mcu_sim)

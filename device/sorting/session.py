@@ -40,6 +40,7 @@ def run_twin_session(cfg: DeviceConfig, seconds: float, *, firmware: bool = Fals
                               line.sorter.scheduler.fired_log(), time.monotonic() - t0)
         report.update({
             "firmware": firmware,
+            "baud": cfg.bridge.baud if firmware else None,  # the Python MCU has no wire time
             "model": line.bundle.manifest.model_id() if line.bundle else "",
             "twin": cfg.cameras[0].uri,
             "outbox": str(cfg.paths.outbox),

@@ -1,6 +1,7 @@
 /* edgesort gate controller for the ATmega328P at 16 MHz (Arduino Uno/Nano). Protocol: ../PROTOCOL.md.
  *
- *   PD0/PD1  UART 115200 8N1 (U2X, UBRR 16), interrupt-driven RX and TX rings
+ *   PD0/PD1  UART 250000 8N1 by default (U2X, UBRR 7: exact at 16 MHz; `make BAUD=115200` for slow
+ *            adapters), interrupt-driven RX and TX rings
  *   PD2      encoder, INT0 on the rising edge: count++, fires due ejections inside the interrupt
  *   PD4..PD7 gates 0..3, PB0..PB3 gates 4..7 (high = energised; pins float low after any reset, and the
  *            gate drivers' pull-downs then keep every gate de-energised: the default bin)
@@ -21,7 +22,20 @@
 #include "protocol.h"
 
 #define FW_VERSION 0x0100
-#define UBRR_115200_U2X 16 /* 16 MHz / 8 / (16 + 1) = 117647 baud, 2.1 % fast: the usual Arduino setting */
+#ifndef BAUD
+#define BAUD 250000UL
+#endif
+/* U2X: baud = F_CPU / 8 / (UBRR + 1). 250000 is exact at 16 MHz (UBRR 7) and cuts a QUEUE_EJECT round trip from
+ * about 3 ms at 115200 (UBRR 16, 117647 baud, +2.1 %: the usual Arduino setting) to 1.4 ms: the wire was a third
+ * of the 10 ms the sorter has between inference and the MCU's acknowledgement. 500000 (UBRR 3) is exact too, but
+ * there this firmware falls behind the link's bursts (eight QUEUE_EJECTs in flight: 5 % of them lost bytes to a
+ * full receive ring and were sent again, in simavr), while at 250000 none did. See ISR(INT0_vect) for the
+ * interrupt latency. */
+#define UBRR_U2X ((F_CPU + 4UL * BAUD) / (8UL * BAUD) - 1UL) /* rounded to the nearest */
+#define BAUD_ACTUAL (F_CPU / 8UL / (UBRR_U2X + 1UL))
+#if BAUD_ACTUAL * 100UL > BAUD * 103UL || BAUD_ACTUAL * 100UL < BAUD * 97UL
+#error "BAUD is more than 3 % off at this F_CPU with U2X"
+#endif
 #define QUEUE_CAP 32
 #define GATE_COUNT 8
 #define FAILSAFE_MS 500
@@ -109,8 +123,10 @@ static void all_gates_off(void) {
 
 /* energise for at least pulse ms (the 1 kHz tick ends it within one more ms); a running pulse is extended */
 static inline void gate_pulse(uint8_t g, uint16_t pulse) {
-    gate_write(g, 1);
-    if (gate_ms[g] < pulse + 1) gate_ms[g] = pulse + 1;
+    ATOMIC_BLOCK(ATOMIC_RESTORESTATE) { /* the 1 kHz tick counts gate_ms down and ends pulses */
+        gate_write(g, 1);
+        if (gate_ms[g] < pulse + 1) gate_ms[g] = pulse + 1;
+    }
 }
 
 /* ---- clocks ---------------------------------------------------------------------------------------- */
@@ -182,9 +198,27 @@ static void fire_due(uint32_t c) {
     recompute_next(c);
 }
 
+static volatile uint8_t firing; /* the encoder interrupt is inside fire_due, with interrupts let in */
+
 ISR(INT0_vect) {
     uint32_t c = ++enc_count;
-    if (q_n && (int32_t)(c - next_target) >= 0) fire_due(c);
+    if (firing || !q_n || (int32_t)(c - next_target) < 0) return;
+    /* Firing scans the queue twice, about 60 cycles per queued ejection: some 2000 cycles with 32 queued. At
+     * 250000 baud the UART's buffer (two bytes, and the one shifting in) lasts 120 us, 1920 cycles, so the other
+     * interrupts are let in meanwhile, this one included: an edge that comes while firing only counts (the
+     * `firing` guard), and the loop then fires what that count made due. Masking INT0 instead would keep one
+     * edge in its flag and lose a second; simavr also drops the one in the flag. The UART and timer interrupts
+     * touch none of the queue's state, and gate_pulse shares the gates with the 1 kHz tick atomically. */
+    firing = 1;
+    for (;;) {
+        sei();
+        fire_due(c);
+        cli();
+        if (c == enc_count) break;
+        c = enc_count;
+        if (!q_n || (int32_t)(c - next_target) < 0) break;
+    }
+    firing = 0;
 }
 
 /* ---- UART ------------------------------------------------------------------------------------------ */
@@ -224,7 +258,7 @@ static void uart_send(const uint8_t *b, uint8_t n, uint8_t essential) {
         return;
     }
     for (uint8_t i = 0; i < n; i++) {
-        while (tx_free() == 0) wdt_reset(); /* at most one ring (11 ms at 115200 baud) */
+        while (tx_free() == 0) wdt_reset(); /* at most one ring (5 ms at 250000 baud, 11 at 115200) */
         tx_buf[tx_head] = b[i];
         tx_head = (uint8_t)((tx_head + 1) % TX_RING);
         ATOMIC_BLOCK(ATOMIC_RESTORESTATE) { UCSR0B |= (1 << UDRIE0); }
@@ -413,7 +447,7 @@ static void hw_init(void) {
     PORTB &= 0xF0;
 
     UCSR0A = (1 << U2X0); /* before UBRR0: simavr derives its byte time when UBRR0L is written */
-    UBRR0 = UBRR_115200_U2X;
+    UBRR0 = UBRR_U2X;
     UCSR0C = (1 << UCSZ01) | (1 << UCSZ00); /* 8N1 */
     UCSR0B = (1 << RXEN0) | (1 << TXEN0) | (1 << RXCIE0);
 

@@ -74,7 +74,7 @@ class RawPort:
     """The pty driven by hand, for what BridgeLink would never send (duplicates, silence, corruption)."""
 
     def __init__(self, port: str) -> None:
-        self.s = serial.serial_for_url(port, baudrate=115200, timeout=0.05)
+        self.s = serial.serial_for_url(port, baudrate=p.DEFAULT_BAUD, timeout=0.05)
         self.dec = p.FrameDecoder()
         self.seq = 0
         self.backlog: list[p.Frame] = []
@@ -107,7 +107,7 @@ class LossyProxy:
     a CRC error on the way back would lose it. The host opens `proxy.port`."""
 
     def __init__(self, mcu_port: str) -> None:
-        self.mcu = serial.serial_for_url(mcu_port, baudrate=115200, timeout=0.01)
+        self.mcu = serial.serial_for_url(mcu_port, baudrate=p.DEFAULT_BAUD, timeout=0.01)
         self.master, self.slave = os.openpty()
         import tty
 
