@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corrupt", type=int, default=1000, help="corrupted frames in the corruption run")
     parser.add_argument("--speed", type=float, default=5000.0, help="belt encoder ticks per second")
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--baud", type=int, default=p.DEFAULT_BAUD,
+                        help="the UART rate: the wire-time columns, and the firmware's build with --firmware")
     parser.add_argument(
         "--retries", type=int, default=p.RETRIES, help="link retries (raise on a loaded machine: CI uses 20)"
     )
@@ -82,7 +84,7 @@ def _frame_len(t: MsgType, **fields: int) -> int:
     return len(p.encode_message(t, 0xFFFF, **fields))
 
 
-def round_trips(link: BridgeLink, n: int, firmware: bool) -> dict[str, Any]:
+def round_trips(link: BridgeLink, n: int, firmware: bool, baud: int = p.DEFAULT_BAUD) -> dict[str, Any]:
     assert link.info is not None
     out: dict[str, Any] = {}
     rep = {"acked_seq": 0xFFFF, "state": 1, "queue_depth": 0, "mcu_us": 1 << 31, "count": 1 << 31}
@@ -102,7 +104,7 @@ def round_trips(link: BridgeLink, n: int, firmware: bool) -> dict[str, Any]:
             qe.append((time.monotonic() - t0) * 1000)
             link.cancel(0x7000_0000 + i)
         for name, xs, nbytes in (("HEARTBEAT", hb, hb_bytes), ("QUEUE_EJECT", qe, q_bytes)):
-            wire = p.wire_time_s(nbytes) * 1000
+            wire = p.wire_time_s(nbytes, baud) * 1000
             row = {
                 "n": len(xs),
                 "p50_ms": round(statistics.median(xs), 3),
@@ -112,7 +114,7 @@ def round_trips(link: BridgeLink, n: int, firmware: bool) -> dict[str, Any]:
                 "p50_over_wire": round(statistics.median(xs) / wire, 2),
             }
             if firmware:
-                row["wire_ms_simavr_uart"] = round(nbytes * simavr_us_per_byte() / 1000, 3)
+                row["wire_ms_simavr_uart"] = round(nbytes * simavr_us_per_byte(baud) / 1000, 3)
             out[f"{name} stream={'on' if stream_ms else 'off'}"] = row
     link.configure(stream_period_ms=p.ENCODER_STREAM_PERIOD_MS)
     return out
@@ -255,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
     if args.firmware:
         from firmware_bridge.simavr import FirmwareSimulator, SimavrError
 
-        sim = FirmwareSimulator(on_gate=gates)
+        sim = FirmwareSimulator(on_gate=gates, baud=args.baud)
         try:
             sim.start()
         except SimavrError as exc:
@@ -269,9 +271,9 @@ def run(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     try:
         sim.set_speed(args.speed)
-        with BridgeLink(sim.port, retries=args.retries) as link:
+        with BridgeLink(sim.port, baud=args.baud, retries=args.retries) as link:
             _wait(lambda: link.counters["rx_frames"] > 5, 5)
-            rt = round_trips(link, args.samples, args.firmware)
+            rt = round_trips(link, args.samples, args.firmware, args.baud)
             me = mapping_error(link, sim, args.samples, args.speed)
             fe = fire_errors(link, gates, args.ejections, args.speed)
             cr = corruption(link, gates, args.corrupt, args.speed, rng)
@@ -281,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
         sim.stop()
     result = {
         "mcu": "firmware ATmega328P in simavr" if args.firmware else "Python MCU simulator",
-        "baud": p.DEFAULT_BAUD,
+        "baud": args.baud if args.firmware else None,  # the Python MCU has no UART
         "round_trip": rt,
         "encoder_mapping_error": me,
         "fire_position": fe,

@@ -517,6 +517,8 @@ class BridgeLink:
             for attempt in range(self.retries + 1):
                 if attempt:
                     self._counters["retries"] += 1
+                    log.info("no reply to %s (seq %d) in %.0f ms: sent again", msg_type.name, seq,
+                             self.ack_timeout_s * 1000)
                     self._write(frame)
                 self._counters["tx_frames"] += 1
                 # ack_timeout_s: a reply takes ~1.4 ms at 250000 baud (3 at 115200); past the timeout the frame or its

@@ -56,8 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--confidence-floor", type=float,
                    help="override sorting.confidence_floor (0: every graded item goes to its top class's bin)")
-    p.add_argument("--switch-interval", type=float,
-                   help="the interpreter's switch interval, s (CPython's 5 ms when not given): how long a thread "
+    p.add_argument("--switch-interval", default="",
+                   help="the interpreter's switch interval, s, or several side by side (e.g. 0.005,0.001; CPython's "
+                   "5 ms when not given): how long a thread "
                    "that wants the GIL waits before the holder is asked to let go")
     p.add_argument("--state-dir", type=Path, default=Path("runs/bench-sort-state"))
     p.add_argument("--json", type=Path, required=True)
@@ -193,23 +194,27 @@ def run(args: argparse.Namespace) -> int:
     for f in faults:
         if f not in FAULT_RUNS:
             raise SystemExit(f"bench sort: unknown fault run '{f}' (known: {', '.join(FAULT_RUNS)})")
-    if args.switch_interval is not None:
-        sys.setswitchinterval(args.switch_interval)
+    switches = [float(x) for x in args.switch_interval.split(",") if x] or [sys.getswitchinterval()]
     rows = []
     graded: list[dict[str, Any]] = []  # every run's graded items, for the floor sweep
     runs_dir = args.json.with_name(args.json.stem + "_runs")
     runs_dir.mkdir(parents=True, exist_ok=True)
     bauds = [int(x) for x in args.bauds.split(",") if x] or [DEFAULT_BAUD]
-    links = [(m, b) for m in mcus for b in (bauds if m == "firmware" else bauds[:1])]
-    plan = [(m, b, s, r, "") for m, b in links for s in speeds for r in rates]
-    plan += [(m, b, speeds[0], rates[0], f) for m, b in links for f in faults]
-    for mcu, baud, speed, rate, fault in plan:
+    base = [(m, s, r, "") for m in mcus for s in speeds for r in rates]
+    base += [(m, speeds[0], rates[0], f) for m in mcus for f in faults]
+    # the variants compared (UART rates, switch intervals) run one after the other for each line setting, so
+    # that a spell of steal falls on both sides of a comparison rather than on one
+    plan = [(m, b, sw, s, r, f) for m, s, r, f in base
+            for b in (bauds if m == "firmware" else bauds[:1]) for sw in switches]
+    for mcu, baud, switch, speed, rate, fault in plan:
         tag = f"{mcu}-{speed}-{rate}-{fault or 'none'}" + (f"-{baud}" if mcu == "firmware" and len(bauds) > 1 else "")
+        tag += f"-sw{switch * 1000:g}ms" if len(switches) > 1 else ""
         log.info("bench sort: %s", tag)
+        sys.setswitchinterval(switch)
         cfg = _config(args, speed, rate, FAULT_RUNS.get(fault, ""), tag, baud)
         cpu = CpuShares()
-        key = {"mcu": mcu, "baud": baud if mcu == "firmware" else None, "belt_speed_mps": speed, "rate": rate,
-               "fault": fault or None}
+        key = {"mcu": mcu, "baud": baud if mcu == "firmware" else None, "switch_interval_s": switch,
+               "belt_speed_mps": speed, "rate": rate, "fault": fault or None}
         seconds = args.seconds if fault else max(args.seconds, args.min_items / rate * FEED_MARGIN)
         key["seconds"] = round(seconds, 1)
         try:
@@ -229,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     doc = {"bench": "sort", "seconds_per_run": args.seconds, "min_items": args.min_items,
-           "confidence_floor": args.confidence_floor, "switch_interval_s": sys.getswitchinterval(),
+           "confidence_floor": args.confidence_floor, "switch_intervals_s": switches,
            "machine": platform.platform(),
            "processor": platform.processor(), "summary": summarise(rows, graded), "runs": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)

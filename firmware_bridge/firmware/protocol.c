@@ -165,9 +165,11 @@ int msg_pack(uint8_t type, const uint32_t *fields, uint8_t *payload) {
     if (!l)
         return -1;
     int o = 0;
-    for (; *l; l++, fields++)
-        for (uint8_t k = 0; k < width(*l); k++)
-            payload[o++] = (uint8_t)(*fields >> (8 * k));
+    for (; *l; l++, fields++) {
+        uint32_t v = *fields;
+        for (uint8_t k = 0; k < width(*l); k++, v >>= 8) /* by 8: a byte move (a shift by 8 * k loops bit by bit) */
+            payload[o++] = (uint8_t)v;
+    }
     return o;
 }
 
@@ -181,9 +183,11 @@ int msg_unpack(uint8_t type, const uint8_t *payload, uint8_t len, uint32_t *fiel
     if (need != len)
         return -1;
     for (; *l; l++, n++) {
+        uint8_t w = width(*l);
         uint32_t v = 0;
-        for (uint8_t k = 0; k < width(*l); k++)
-            v |= (uint32_t)(*payload++) << (8 * k);
+        for (uint8_t k = w; k-- > 0;) /* little-endian, from the top byte down: shifts by 8 only */
+            v = (v << 8) | payload[k];
+        payload += w;
         fields[n] = v;
     }
     return n;

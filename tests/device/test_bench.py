@@ -146,3 +146,21 @@ def test_bench_sort_records_a_run_that_cannot_start_and_goes_on(tmp_path):
     assert r.returncode == 1
     rows = json.loads(out.read_text())["runs"]
     assert len(rows) == 2 and all("no_bundle" in row["error"] for row in rows)
+
+
+def test_bench_sort_runs_each_variant_side_by_side(tmp_path):
+    """--bauds and --switch-interval lists: the firmware runs once per rate and interval, the Python MCU (no wire)
+    once per interval, and the variants of one line setting come one after the other (runs that cannot start,
+    here for a missing bundle, still give their rows)."""
+    out = tmp_path / "sort.json"
+    r = edgesort("bench", "sort", "--mcu", "python,firmware", "--bauds", "115200,250000",
+                 "--switch-interval", "0.005,0.001", "--speeds", "1.5", "--rates", "8", "--faults", "",
+                 "--seconds", "1", "--min-items", "0", "--bundle", str(tmp_path / "no_bundle"), "--json", str(out))
+    assert r.returncode == 1
+    doc = json.loads(out.read_text())
+    assert doc["switch_intervals_s"] == [0.005, 0.001]
+    assert [(row["mcu"], row["baud"], row["switch_interval_s"]) for row in doc["runs"]] == [
+        ("python", None, 0.005), ("python", None, 0.001),
+        ("firmware", 115200, 0.005), ("firmware", 115200, 0.001),
+        ("firmware", 250000, 0.005), ("firmware", 250000, 0.001),
+    ]
