@@ -8,6 +8,8 @@
 3. Corruption: valid ejections interleaved with frames hit by single-bit flips, byte bursts and truncation;
    a misfire is any gate edge that is not a valid ejection at its target count, or a valid one firing twice.
    It must be 0.
+4. Bursts: eight QUEUE_EJECTs in flight at once, as the sorter sends one frame's decisions; how many had to be
+   sent again and how many bytes the MCU lost to its full receive ring (whether it keeps up at this baud).
 
 The MCU is the Python simulator, or with --firmware the real firmware ELF in the simavr harness.
 """
@@ -40,6 +42,23 @@ def simavr_us_per_byte(baud: int = p.DEFAULT_BAUD, f_cpu: int = 16_000_000) -> f
     return 1e6 / (f_cpu // 8 // (ubrr + 1) // 11)
 
 
+def bursts(link: BridgeLink, n: int, size: int = 8) -> dict[str, Any]:
+    """n bursts of `size` QUEUE_EJECTs in flight at once (`queue_ejects`, as the sorter sends one frame's
+    decisions), each cancelled after: how many the link had to send again, and the bytes the MCU lost to a full
+    receive ring (its `overruns`). Shows whether the MCU keeps up with the link's busiest traffic at this rate."""
+    before_host, before_mcu = link.counters["retries"], link.status()
+    for k in range(n):
+        far = int(link.encoder_count_at(time.monotonic())) + 10_000_000
+        items = [0x6000_0000 + k * size + i for i in range(size)]
+        link.queue_ejects([(item, i % 8, far + 10 * i, 5) for i, item in enumerate(items)])
+        for item in items:
+            link.cancel(item)
+    after = link.status()
+    return {"bursts": n, "size": size, "resent": link.counters["retries"] - before_host,
+            "mcu_overruns": after["overruns"] - before_mcu["overruns"],
+            "mcu_crc_errors": after["crc_errors"] - before_mcu["crc_errors"]}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--firmware", action="store_true", help="the real firmware in simavr (else Python MCU)")
     parser.add_argument("--json", type=Path, required=True, help="write the results here")
@@ -48,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corrupt", type=int, default=1000, help="corrupted frames in the corruption run")
     parser.add_argument("--speed", type=float, default=5000.0, help="belt encoder ticks per second")
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--bursts", type=int, default=100, help="bursts of 8 QUEUE_EJECTs in flight at once")
     parser.add_argument("--baud", type=int, default=p.DEFAULT_BAUD,
                         help="the UART rate: the wire-time columns, and the firmware's build with --firmware")
     parser.add_argument(
@@ -277,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
             me = mapping_error(link, sim, args.samples, args.speed)
             fe = fire_errors(link, gates, args.ejections, args.speed)
             cr = corruption(link, gates, args.corrupt, args.speed, rng)
+            bu = bursts(link, args.bursts)
             counters = link.counters
             mcu = link.status()
     finally:
@@ -288,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
         "encoder_mapping_error": me,
         "fire_position": fe,
         "corruption": cr,
+        "bursts": bu,
         "host_counters": counters,
         "mcu_status": mcu,
         "harness": getattr(sim, "stats", {}),
@@ -314,4 +336,6 @@ def run(args: argparse.Namespace) -> int:
         f"corrupted frames {cr['corrupted_frames']}: misfires {cr['misfires']}, "
         f"rejected by the MCU {cr['mcu_rejected_frames']}"
     )
+    print(f"{bu['bursts']} bursts of {bu['size']} ejections in flight: {bu['resent']} sent again, "
+          f"{bu['mcu_overruns']} bytes lost to the MCU's full receive ring")
     return 0 if cr["misfires"] == 0 and fe["max_abs_error"] <= 1 else 1

@@ -16,7 +16,7 @@ def run_bench(tmp_path: Path, *extra: str) -> tuple[int, dict]:
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     out = tmp_path / "bridge.json"
-    short = ["--samples", "10", "--ejections", "20", "--corrupt", "60", "--retries", "20"]
+    short = ["--samples", "10", "--ejections", "20", "--corrupt", "60", "--bursts", "10", "--retries", "20"]
     args = parser.parse_args(["--json", str(out), *short, *extra])
     rc = bench.run(args)
     return rc, json.loads(out.read_text())
@@ -32,6 +32,9 @@ def check(rc: int, res: dict) -> None:
     assert cr["misfires"] == 0 and cr["fired_reports_of_corrupted_items"] == 0
     assert cr["mcu_rejected_frames"] >= 60
     assert cr["valid_fired_at_target"] == cr["valid_ejections_queued"] == 6
+    # at the default baud the MCU keeps up with eight ejections in flight: no byte lost to a full receive ring
+    bu = res["bursts"]
+    assert (bu["bursts"], bu["size"], bu["mcu_overruns"], bu["mcu_crc_errors"]) == (10, 8, 0, 0)
 
 
 def test_bench_bridge_python_mcu(tmp_path: Path) -> None:
