@@ -28,7 +28,7 @@
 /* U2X: baud = F_CPU / 8 / (UBRR + 1). 250000 is exact at 16 MHz (UBRR 7) and cuts a QUEUE_EJECT round trip from
  * about 3 ms at 115200 (UBRR 16, 117647 baud, +2.1 %: the usual Arduino setting) to 1.4 ms: the wire was a third
  * of the 10 ms the sorter has between inference and the MCU's acknowledgement. 500000 (UBRR 3) is exact too, but
- * there this firmware falls behind the link's bursts (eight QUEUE_EJECTs in flight: 21-42 of 800 lost bytes to a
+ * there this firmware falls behind the link's bursts (eight QUEUE_EJECTs in flight: 20-42 of 800 lost bytes to a
  * full receive ring and were sent again, in simavr), while at 250000 none did. See ISR(INT0_vect) for the
  * interrupt latency. */
 #define UBRR_U2X ((F_CPU + 4UL * BAUD) / (8UL * BAUD) - 1UL) /* rounded to the nearest */
