@@ -90,18 +90,24 @@ def test_firmware_fits_the_chip(firmware_build: tuple[Path, Path]) -> None:
 
 def test_firmware_builds_at_an_exact_baud_and_refuses_one_too_far_off(tmp_path: Path) -> None:
     """`make BAUD=`: 115200 (UBRR 16, +2.1 %) builds; 300000 (UBRR 6 gives 285714, -4.8 %) is refused at compile
-    time with the reason, instead of a firmware that garbles every byte."""
+    time with the reason, instead of a firmware that garbles every byte; and a folder built for one rate is
+    built again for another."""
     for tool in ("make", "avr-gcc"):
         require_tool(tool)
 
-    def make(baud: int) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["make", "-C", str(FIRMWARE_DIR), f"BUILD={tmp_path / str(baud)}", f"BAUD={baud}"],
+    def make(baud: int, folder: str = "") -> subprocess.CompletedProcess[str]:
+        build = tmp_path / (folder or str(baud))
+        return subprocess.run(["make", "-C", str(FIRMWARE_DIR), f"BUILD={build}", f"BAUD={baud}"],
                               capture_output=True, text=True, check=False)
 
     assert make(115200).returncode == 0
     off = make(300000)
     assert off.returncode != 0 and "BAUD is more than 3 % off" in off.stderr
     assert not (tmp_path / "300000" / "edgesort_fw.elf").exists()
+    # a build for another rate into the same folder compiles again (`make flash BAUD=...` after a plain make)
+    elf_115200 = (tmp_path / "115200" / "edgesort_fw.elf").read_bytes()
+    assert make(p.DEFAULT_BAUD, "115200").returncode == 0
+    assert (tmp_path / "115200" / "edgesort_fw.elf").read_bytes() != elf_115200
 
 
 SPEED_LONG = 5000.0  # ticks/s: a fast belt (5 m/s at 1 tick/mm); 1000 ejections 100 counts apart take 20 s
