@@ -55,7 +55,8 @@ class GateChange:
 def build(build_dir: Path | None = None, *, baud: int = DEFAULT_BAUD, quiet: bool = True) -> tuple[Path, Path]:
     """make the firmware ELF for a UART rate and the harness (incremental); returns (elf, harness). Into
     build_dir, else $EDGESORT_FIRMWARE_BUILD, else firmware/build and harness/build beside the sources; a rate
-    other than the default gets its own firmware folder (make cannot tell two rates' builds apart)."""
+    other than the default gets its own firmware folder, so that runs alternating rates (bench sort --bauds)
+    do not compile again each time (the Makefile recompiles a folder built for another rate)."""
     env = os.environ.get("EDGESORT_FIRMWARE_BUILD")
     root = Path(build_dir) if build_dir else Path(env) if env else None
     for tool, why in (("make", "make"), ("avr-gcc", "gcc-avr and avr-libc"), ("gcc", "gcc")):
